@@ -1,0 +1,110 @@
+"""Every error LogLine raises on purpose, in one tree.
+
+    LogLineError
+    ├── InvalidInput                 bad input from a caller; nothing was changed
+    │   ├── InvalidSpan              a span failed validation (field, reason)
+    │   ├── InvalidIdentifier        a LogLine ID, kind, tag or UUID is malformed
+    │   ├── ParseError               a checkpoint, receipt, bundle or key could not be parsed
+    │   └── RedactionRefused         this payload may not be redacted
+    ├── NotFound                     an identity, span, tenant or entry does not exist
+    │   └── UnknownAuthor            a span's author is not a registered identity
+    ├── Conflict                     the write contradicts stored state (duplicate id, stale key)
+    ├── VerificationError            a hash, signature, proof or checkpoint does not check out
+    │   └── SignatureError           an Ed25519 signature does not verify
+    ├── KeystoreError                the local keystore could not be opened or used
+    │   └── WrongPassphrase          the passphrase does not decrypt the keystore
+    ├── ConfigError                  the data directory or configuration is missing or wrong
+    └── StorageError                 the database failed; raised from the driver's own exception
+
+Callers catch `LogLineError` at the edge (CLI, API) and turn it into one line or one problem
+response. Parsers never leak `ValueError`, `KeyError` or driver exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LogLineError(Exception):
+    """Base of every error LogLine raises on purpose."""
+
+
+class InvalidInput(LogLineError):
+    """Bad input from a caller; nothing was stored or changed."""
+
+
+class InvalidSpan(InvalidInput):
+    """A span failed validation. `field` names the offending part (dot path), if any."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class InvalidIdentifier(InvalidInput):
+    """A LogLine ID, kind, tag, tenant name or UUID is malformed."""
+
+
+class ParseError(InvalidInput):
+    """A checkpoint, receipt, bundle line or key could not be parsed."""
+
+
+class RedactionRefused(InvalidInput):
+    """The payload may not be redacted (identity documents, already redacted, no payload)."""
+
+
+class NotFound(LogLineError):
+    """An identity, span, tenant, checkpoint or entry does not exist."""
+
+
+class UnknownAuthor(NotFound):
+    """A span names an author that is not a registered, usable identity."""
+
+
+class Conflict(LogLineError):
+    """The write contradicts stored state: duplicate span id, stale key, claimed ghost."""
+
+
+class VerificationError(LogLineError):
+    """A hash, signature, proof or checkpoint does not check out.
+
+    `what` names the object checked, `expected` and `found` are printable values, and `seq` is the
+    log position of the first bad entry when a whole log or bundle is verified.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        expected: Any = None,
+        found: Any = None,
+        seq: int | None = None,
+    ) -> None:
+        self.what = what
+        self.expected = expected
+        self.found = found
+        self.seq = seq
+        parts = [what if seq is None else f"entry {seq}: {what}"]
+        if expected is not None or found is not None:
+            parts.append(f"(expected {expected}, found {found})")
+        super().__init__(" ".join(parts))
+
+
+class SignatureError(VerificationError):
+    """An Ed25519 signature does not verify under the key it claims."""
+
+
+class KeystoreError(LogLineError):
+    """The local keystore is missing, corrupt, or cannot hold the key asked for."""
+
+
+class WrongPassphrase(KeystoreError):
+    """The passphrase does not decrypt the keystore."""
+
+
+class ConfigError(LogLineError):
+    """The data directory or configuration is missing or inconsistent."""
+
+
+class StorageError(LogLineError):
+    """The database failed. Always raised `from` the driver's exception."""

@@ -1,0 +1,1 @@
+"""Identities: Ed25519 keys, LogLine IDs, identity documents and the local keystore."""

@@ -1,0 +1,1 @@
+"""The ledger: spans, Merkle logs, checkpoints, receipts, bundles and their verification."""

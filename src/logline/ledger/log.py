@@ -1,0 +1,295 @@
+"""The write path and the proofs of per-tenant logs.
+
+    >>> log = Log(store, instance="logline.example", key=instance_key)
+    >>> receipt = log.append(span, wait="checkpointed")
+    >>> log.consistency_proof("acme", 10, 20)
+
+Appending: validate and verify the signature in the caller's thread (Ed25519 verification releases
+the GIL, so callers verify in parallel), then hand the spans to the *group commit*: whichever caller
+holds the commit lock drains every pending group into one transaction, which locks each tenant's
+log row, admits the spans (`admission`), assigns `seq`, builds entries and Merkle nodes, and
+commits. That acknowledgement is *sequenced*. A caller asking for *checkpointed* then makes sure a
+signed checkpoint covers its entries (one checkpoint serves every caller waiting at that moment) and
+gets an inclusion proof. Each call is atomic: all its spans are logged, or none.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from logline.errors import InvalidSpan, LogLineError, NotFound, StorageError, VerificationError
+from logline.identity.ids import check_tenant
+from logline.identity.keys import PrivateKey, PublicKey
+from logline.ledger import merkle
+from logline.ledger.admission import Admission, Prepared, signing_key_hint
+from logline.ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
+from logline.ledger.entry import DEFAULT_DECISION, Entry
+from logline.ledger.receipt import Receipt
+from logline.ledger.span import DEFAULT_LIMITS, Limits, Span
+from logline.ledger.timefmt import format_ts, parse_ts
+from logline.store.interface import CheckpointRecord, LogHead, NewEntry, Store, StoredSpan, Tx
+
+Wait = Literal["sequenced", "checkpointed"]
+MAX_GROUP_SPANS = 5000
+VERIFY_THREADS = 2
+
+
+@dataclass
+class _Group:
+    tenant: str
+    items: list[Prepared]
+    done: bool = False
+    entries: list[Entry] = field(default_factory=list)
+    error: LogLineError | None = None
+
+
+class Log:
+    """All tenants' logs of one instance, over one store. Thread-safe."""
+
+    def __init__(self, store: Store, instance: str, key: PrivateKey, *,
+                 limits: Limits = DEFAULT_LIMITS,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.instance = instance
+        self.signer = NoteSigner(instance, key)
+        self.limits = limits
+        self.clock = clock
+        self._pending: list[_Group] = []
+        self._pending_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._checkpoint_locks: dict[str, threading.Lock] = {}
+        self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="logline-verify")
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+    def origin(self, tenant: str) -> str:
+        return f"{self.instance}/{tenant}"
+
+    def verifier(self) -> NoteVerifier:
+        return self.signer.verifier()
+
+    # --- appending ------------------------------------------------------------------------------
+
+    def append(self, span: Span, *, wait: Wait = "checkpointed") -> Receipt:
+        return self.append_batch([span], wait=wait)[0]
+
+    def append_batch(self, spans: Sequence[Span], *, wait: Wait = "checkpointed",
+                     check_skew: bool = True) -> list[Receipt]:
+        """Log `spans` (all of one tenant) atomically, in order; raise on the first bad span."""
+        if not spans:
+            return []
+        tenant = spans[0].tenant
+        check_tenant(tenant)
+        for i, span in enumerate(spans):
+            if span.tenant != tenant:
+                raise InvalidSpan(f"span {i} is for tenant {span.tenant}, the batch for {tenant}",
+                                  field="body.tenant")
+        now = self.clock()
+        if check_skew:
+            for span in spans:
+                self._check_skew(span, now)
+        if len(spans) >= 16:
+            prepared = list(self._pool.map(self._prepare, spans))
+        else:
+            prepared = [self._prepare(span) for span in spans]
+        entries = self._sequence(tenant, prepared)
+        if wait == "sequenced":
+            return [Receipt(self.origin(tenant), entry) for entry in entries]
+        return self._checkpointed(tenant, entries)
+
+    def _check_skew(self, span: Span, now: datetime) -> None:
+        delta = (parse_ts(span.body["ts"]) - now).total_seconds()
+        if delta > self.limits.max_future_skew_s:
+            raise InvalidSpan(f"is {delta:.0f} s ahead of the log's clock; at most "
+                              f"{self.limits.max_future_skew_s:.0f} s is accepted", field="body.ts")
+        if -delta > self.limits.max_past_skew_s:
+            raise InvalidSpan(f"is {-delta:.0f} s behind the log's clock; at most "
+                              f"{self.limits.max_past_skew_s:.0f} s is accepted", field="body.ts")
+
+    def _prepare(self, span: Span) -> Prepared:
+        key = signing_key_hint(span)
+        if key is None:
+            record = self.store.identity(span.author)
+            if record is None:
+                from logline.errors import UnknownAuthor
+
+                raise UnknownAuthor(f"author {span.author} is not a registered identity")
+            key = record.public_key
+        span.verify(PublicKey.parse(key))
+        return Prepared(span, key)
+
+    def _sequence(self, tenant: str, items: list[Prepared]) -> list[Entry]:
+        group = _Group(tenant, items)
+        with self._pending_lock:
+            self._pending.append(group)
+        while not group.done:
+            with self._commit_lock:
+                if group.done:
+                    break
+                with self._pending_lock:
+                    batch, count = [], 0
+                    while self._pending and (not batch or count + len(self._pending[0].items)
+                                             <= MAX_GROUP_SPANS):
+                        batch.append(self._pending.pop(0))
+                        count += len(batch[-1].items)
+                self._commit(batch)
+        if group.error is not None:
+            raise group.error
+        return group.entries
+
+    def _commit(self, batch: list[_Group]) -> None:
+        received = format_ts(self.clock())
+        by_tenant: dict[str, list[_Group]] = {}
+        for group in batch:
+            by_tenant.setdefault(group.tenant, []).append(group)
+        try:
+            with self.store.write() as tx:
+                for tenant in sorted(by_tenant):  # one lock order across processes: no deadlock
+                    self._commit_tenant(tx, tenant, by_tenant[tenant], received)
+        except LogLineError as exc:
+            error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+            for group in batch:
+                group.error, group.entries = group.error or error, []
+        finally:
+            for group in batch:
+                group.done = True
+
+    def _commit_tenant(self, tx: Tx, tenant: str, groups: list[_Group], received: str) -> None:
+        head = tx.lock_log(tenant, received)
+        size = head.size
+        frontier_ids = merkle.range_nodes(0, size)
+        stored = tx.nodes(head.log_id, frontier_ids)
+        if len(stored) != len(frontier_ids):
+            raise VerificationError("Merkle frontier of " + tenant, expected=len(frontier_ids),
+                                    found=len(stored))
+        frontier = {level: stored[(level, index)] for level, index in frontier_ids}
+        span_ids = [item.span.id for group in groups for item in group.items]
+        admission = Admission(tx, head.log_id, tenant, received,
+                              tx.existing_span_ids(head.log_id, span_ids))
+        rows: list[NewEntry] = []
+        for group in groups:
+            try:
+                admission.admit(group.items)
+            except LogLineError as exc:
+                group.error = exc
+                continue
+            for item in group.items:
+                entry = Entry(size, item.span.id, item.span.hash, item.key, item.span.signature,
+                              received, dict(DEFAULT_DECISION))
+                rows.append(NewEntry(item.span, entry, entry.leaf_data()))
+                group.entries.append(entry)
+                size += 1
+        if not rows:
+            return
+        nodes = merkle.append_nodes(head.size, frontier,
+                                    [merkle.leaf_hash(row.leaf) for row in rows])
+        tx.insert_entries(head.log_id, rows)
+        tx.insert_nodes(head.log_id, nodes)
+        tx.set_size(head.log_id, size)
+        admission.apply()
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def head(self, tenant: str) -> LogHead:
+        head = self.store.log_head(tenant)
+        if head is None:
+            raise NotFound(f"tenant {tenant} has no log")
+        return head
+
+    def checkpoint(self, tenant: str, *, min_size: int | None = None) -> CheckpointRecord:
+        """The latest signed checkpoint, first publishing one for the current size if needed.
+
+        With `min_size`, an existing checkpoint of at least that size is good enough. Before signing,
+        the new tree is proven consistent with the latest checkpoint: a log never signs a
+        checkpoint that contradicts an earlier one.
+        """
+        with self._checkpoint_locks.setdefault(tenant, threading.Lock()):
+            head = self.head(tenant)
+            latest = self.store.latest_checkpoint(head.log_id)
+            wanted = head.size if min_size is None else min_size
+            if latest is not None and latest.size >= wanted:
+                return latest
+            size = head.size
+            root = self.root(head.log_id, size)
+            if latest is not None:
+                proof = self.consistency_proof(tenant, latest.size, size) if latest.size else []
+                try:
+                    merkle.verify_consistency(latest.size, size, proof, latest.root, root)
+                except VerificationError as exc:
+                    raise VerificationError(
+                        f"refusing to sign: tree of size {size} is not consistent with the "
+                        f"checkpoint of size {latest.size}", expected=exc.expected, found=exc.found,
+                    ) from exc
+            note = sign_checkpoint(Checkpoint(self.origin(tenant), size, root), self.signer)
+            record = CheckpointRecord(size, root, note, format_ts(self.clock()))
+            self.store.insert_checkpoint(head.log_id, record)
+            return record
+
+    def _checkpointed(self, tenant: str, entries: list[Entry]) -> list[Receipt]:
+        record = self.checkpoint(tenant, min_size=entries[-1].seq + 1)
+        log_id = self.head(tenant).log_id
+        needed = [n for e in entries for n in merkle.inclusion_nodes(e.seq, record.size)]
+        fetch = self._fetcher(log_id, needed)
+        return [
+            Receipt(self.origin(tenant), e, record.note,
+                    tuple(merkle.inclusion_path(e.seq, record.size, fetch)))
+            for e in entries
+        ]
+
+    # --- proofs ---------------------------------------------------------------------------------
+
+    def _fetcher(self, log_id: int, ids: Sequence[merkle.NodeId]) -> merkle.NodeFetcher:
+        found = self.store.nodes(log_id, ids)
+
+        def fetch(level: int, index: int) -> bytes:
+            try:
+                return found[(level, index)]
+            except KeyError:
+                raise VerificationError(f"Merkle node ({level}, {index}) is missing from the store",
+                                        expected="stored", found="missing") from None
+
+        return fetch
+
+    def root(self, log_id: int, size: int) -> bytes:
+        return merkle.tree_root(size, self._fetcher(log_id, merkle.range_nodes(0, size)))
+
+    def _check_size(self, tenant: str, size: int | None) -> tuple[int, int]:
+        head = self.head(tenant)
+        if size is None:
+            size = head.size
+        if not 0 <= size <= head.size:
+            raise NotFound(f"the log of {tenant} has {head.size} entries; no tree of size {size}")
+        return head.log_id, size
+
+    def inclusion_proof(self, tenant: str, seq: int, size: int | None = None) -> list[bytes]:
+        log_id, size = self._check_size(tenant, size)
+        if not 0 <= seq < size:
+            raise NotFound(f"entry {seq} is not in the tree of size {size}")
+        return merkle.inclusion_path(seq, size,
+                                     self._fetcher(log_id, merkle.inclusion_nodes(seq, size)))
+
+    def consistency_proof(self, tenant: str, size1: int, size2: int) -> list[bytes]:
+        log_id, size2 = self._check_size(tenant, size2)
+        if not 0 < size1 <= size2:
+            raise NotFound(f"no consistency proof from size {size1} to size {size2}")
+        return merkle.consistency_path(size1, size2,
+                                       self._fetcher(log_id, merkle.consistency_nodes(size1, size2)))
+
+    def receipt(self, tenant: str, span_id: str) -> Receipt:
+        """A checkpointed receipt for a logged span, against the latest checkpoint."""
+        stored = self.get(tenant, span_id)
+        record = self.checkpoint(tenant, min_size=stored.seq + 1)
+        proof = self.inclusion_proof(tenant, stored.seq, record.size)
+        return Receipt(self.origin(tenant), stored.entry, record.note, tuple(proof))
+
+    def get(self, tenant: str, span_id: str) -> StoredSpan:
+        stored = self.store.span(tenant, span_id)
+        if stored is None:
+            raise NotFound(f"span {span_id} is not in the log of {tenant}")
+        return stored

@@ -1,0 +1,233 @@
+"""The store interface: everything the ledger reads and writes, on any backend.
+
+Two backends implement it on one shared DB-API implementation (`store.sql.SqlStore`): SQLite (the
+embedded default) and PostgreSQL. Writes happen only inside `Store.write()`, a transaction that
+holds the tenant's log lock from `Tx.lock_log` until commit, which is what keeps per-tenant order
+under concurrent writers and processes. Reads need no transaction: every row they return is
+immutable once committed, except the derived `reverted_by`/`redacted_by` marks and payload
+deletion.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+from logline.ledger.entry import Entry
+from logline.ledger.merkle import NodeId
+from logline.ledger.span import Span
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    log_id: int
+    tenant: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSpan:
+    """A span as the log holds it: the author's span, the log's entry, and derived marks."""
+
+    tenant: str
+    span: Span
+    entry: Entry
+    reverted_by: str | None = None
+    redacted_by: str | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.entry.seq
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """One row the sequencer writes: the span, its entry, and the entry's exact leaf bytes."""
+
+    span: Span
+    entry: Entry
+    leaf: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRef:
+    """What admission checks need to know about an already-logged span."""
+
+    seq: int
+    author: str
+    kind: str
+    status: str
+    payload_digest: str | None
+    reverted_by: str | None
+    redacted_by: str | None
+    has_payload: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRecord:
+    id: str
+    kind: str
+    public_key: str
+    status: str  # active | claimed
+    tenant: str
+    created_at: str
+    span_id: str
+    display_name: str | None = None
+    expires_at: str | None = None
+    claimed_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    identity: str
+    public_key: str
+    valid_from: str
+    valid_until: str | None
+    span_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    size: int
+    root: bytes
+    note: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Filters for `Store.query`; all given filters must hold. `kind` is a glob (`payment.*`)."""
+
+    tenant: str
+    kind: str | None = None
+    author: str | None = None
+    status: str | None = None
+    tags: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    contract_id: str | None = None
+    workflow_id: str | None = None
+    flow_id: str | None = None
+    caused_by: str | None = None
+    replay_of: str | None = None
+    after_seq: int | None = None
+    before_seq: int | None = None
+    descending: bool = False
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[StoredSpan] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class Tx(ABC):
+    """One write transaction. Every method runs inside it; nothing is visible until commit."""
+
+    @abstractmethod
+    def lock_log(self, tenant: str, created_at: str) -> LogHead:
+        """Lock the tenant's log for appending (creating it if missing) and return its head."""
+
+    @abstractmethod
+    def nodes(self, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]: ...
+
+    @abstractmethod
+    def existing_span_ids(self, log_id: int, span_ids: Sequence[str]) -> set[str]: ...
+
+    @abstractmethod
+    def span_ref(self, log_id: int, span_id: str) -> SpanRef | None: ...
+
+    @abstractmethod
+    def insert_entries(self, log_id: int, rows: Sequence[NewEntry]) -> None:
+        """Insert entries, their payloads and their tags."""
+
+    @abstractmethod
+    def insert_nodes(self, log_id: int, nodes: Sequence[tuple[int, int, bytes]]) -> None: ...
+
+    @abstractmethod
+    def set_size(self, log_id: int, size: int) -> None: ...
+
+    @abstractmethod
+    def identity(self, identity: str) -> IdentityRecord | None: ...
+
+    @abstractmethod
+    def insert_identity(self, record: IdentityRecord) -> None: ...
+
+    @abstractmethod
+    def update_identity(self, identity: str, *, public_key: str | None = None,
+                        status: str | None = None, claimed_by: str | None = None) -> None: ...
+
+    @abstractmethod
+    def insert_key(self, record: KeyRecord) -> None: ...
+
+    @abstractmethod
+    def close_key(self, identity: str, public_key: str, valid_until: str) -> None: ...
+
+    @abstractmethod
+    def mark_span(self, log_id: int, span_id: str, *, reverted_by: str | None = None,
+                  redacted_by: str | None = None) -> None: ...
+
+    @abstractmethod
+    def delete_payload(self, log_id: int, span_id: str) -> bool:
+        """Delete the payload of a span; False if there was none."""
+
+
+class Store(ABC):
+    """Storage of logs, entries, Merkle nodes, checkpoints and identities."""
+
+    url: str
+    dialect: str
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Tx]:
+        """A write transaction; commits on normal exit, rolls back on an exception."""
+
+    @abstractmethod
+    def log_head(self, tenant: str) -> LogHead | None: ...
+
+    @abstractmethod
+    def logs(self) -> list[LogHead]: ...
+
+    @abstractmethod
+    def nodes(self, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]: ...
+
+    @abstractmethod
+    def span(self, tenant: str, span_id: str) -> StoredSpan | None: ...
+
+    @abstractmethod
+    def span_at(self, tenant: str, seq: int) -> StoredSpan | None: ...
+
+    @abstractmethod
+    def spans(self, tenant: str, start: int, end: int, batch: int = 1000) -> Iterator[StoredSpan]:
+        """Entries with start <= seq < end, in order, fetched `batch` at a time."""
+
+    @abstractmethod
+    def query(self, query: Query) -> Page: ...
+
+    @abstractmethod
+    def identity(self, identity: str) -> IdentityRecord | None: ...
+
+    @abstractmethod
+    def identities(self) -> list[IdentityRecord]: ...
+
+    @abstractmethod
+    def keys(self, identity: str) -> list[KeyRecord]: ...
+
+    @abstractmethod
+    def latest_checkpoint(self, log_id: int) -> CheckpointRecord | None: ...
+
+    @abstractmethod
+    def checkpoint(self, log_id: int, size: int) -> CheckpointRecord | None: ...
+
+    @abstractmethod
+    def checkpoints(self, log_id: int) -> list[CheckpointRecord]: ...
+
+    @abstractmethod
+    def insert_checkpoint(self, log_id: int, record: CheckpointRecord) -> None:
+        """Store a checkpoint; storing the same size twice keeps the first."""
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,56 @@
+"""PostgreSQL backend (psycopg 3). Appends lock the tenant's `logs` row (`FOR UPDATE`), so writers in
+any number of processes append to one tenant in a single order, while tenants proceed in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from logline.errors import StorageError
+from logline.store.queries import load_queries, to_pyformat
+from logline.store.sql import Connection, SqlStore
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - depends on the install
+    psycopg = None
+
+
+def driver_url(url: str) -> str:
+    """`postgresql+psycopg://...` (SQLAlchemy style) → `postgresql://...` (libpq style)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class PostgresStore(SqlStore):
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        if psycopg is None:
+            raise StorageError("PostgreSQL needs psycopg: pip install 'logline[postgres]'")
+        super().__init__(url)
+        self._queries = {name: to_pyformat(sql) for name, sql in load_queries("postgres").items()}
+
+    def _connect(self) -> Connection:
+        raw = psycopg.connect(driver_url(self.url), autocommit=True, prepare_threshold=0)
+        return Connection(raw, self._queries, list)
+
+    @contextmanager
+    def _transaction(self, conn: Connection) -> Iterator[None]:
+        with conn.raw.transaction():
+            yield
+
+    def _prepare(self, sql: str) -> str:
+        return to_pyformat(sql)
+
+    @contextmanager
+    def wrap_exceptions(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Any) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

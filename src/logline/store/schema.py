@@ -1,0 +1,147 @@
+"""The declared schema. Alembic migrations must produce exactly this (a test compares them).
+
+Timestamps are stored as fixed-width RFC 3339 text (`timefmt`), which sorts in time order on every
+backend. Merkle nodes are keyed by one integer, `node = level << 56 | index` (see `node_key`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+TS = String(27)
+SPAN_ID = String(36)
+IDENTITY = String(80)
+KEY = String(60)
+
+logs = Table(
+    "logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(48), nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("log_id", Integer, ForeignKey("logs.id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("span_id", SPAN_ID, nullable=False),
+    Column("span_hash", LargeBinary, nullable=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("ts", TS, nullable=False),
+    Column("received", TS, nullable=False),
+    Column("author", IDENTITY, nullable=False),
+    Column("kind", String(128), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("payload_digest", String(71)),
+    Column("caused_by", SPAN_ID),
+    Column("replay_of", SPAN_ID),
+    Column("contract_id", String(128)),
+    Column("workflow_id", String(128)),
+    Column("flow_id", String(128)),
+    Column("visibility", String(16), nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("reverted_by", SPAN_ID),
+    Column("redacted_by", SPAN_ID),
+    PrimaryKeyConstraint("log_id", "seq"),
+    UniqueConstraint("log_id", "span_id", name="uq_entries_span_id"),
+)
+for _column in ("kind", "author", "ts", "status", "caused_by", "replay_of",
+                "contract_id", "workflow_id", "flow_id"):  # fmt: skip
+    Index(f"ix_entries_{_column}", entries.c.log_id, entries.c[_column], entries.c.seq)
+
+span_tags = Table(
+    "span_tags",
+    metadata,
+    Column("log_id", Integer, nullable=False),
+    Column("tag", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("log_id", "tag", "seq"),
+    sqlite_with_rowid=False,
+)
+
+payloads = Table(
+    "payloads",
+    metadata,
+    Column("log_id", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("log_id", "seq"),
+)
+
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("log_id", Integer, nullable=False),
+    Column("node", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("log_id", "node"),
+    sqlite_with_rowid=False,
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("log_id", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    PrimaryKeyConstraint("log_id", "size"),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", IDENTITY, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("public_key", KEY, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("tenant", String(48), nullable=False),
+    Column("display_name", Text),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS),
+    Column("claimed_by", IDENTITY),
+    Column("span_id", SPAN_ID, nullable=False),
+)
+
+identity_keys = Table(
+    "identity_keys",
+    metadata,
+    Column("identity", IDENTITY, nullable=False),
+    Column("public_key", KEY, nullable=False),
+    Column("valid_from", TS, nullable=False),
+    Column("valid_until", TS),
+    Column("span_id", SPAN_ID, nullable=False),
+    PrimaryKeyConstraint("identity", "public_key"),
+)
+
+NODE_LEVEL_SHIFT = 56
+
+
+def node_key(level: int, index: int) -> int:
+    return (level << NODE_LEVEL_SHIFT) | index
+
+
+def node_of_key(key: int) -> tuple[int, int]:
+    return key >> NODE_LEVEL_SHIFT, key & ((1 << NODE_LEVEL_SHIFT) - 1)

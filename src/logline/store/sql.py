@@ -1,0 +1,405 @@
+"""The shared DB-API implementation of `Store`; dialects supply connections and SQL text.
+
+SQL lives in `store/sql/<dialect>.sql`; the only SQL assembled here is the WHERE clause of
+`query`, from fixed fragments with bound parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from logline.errors import InvalidInput
+from logline.ledger.entry import Entry
+from logline.ledger.merkle import NodeId
+from logline.ledger.span import span_from_stored
+from logline.store.interface import (
+    CheckpointRecord,
+    IdentityRecord,
+    KeyRecord,
+    LogHead,
+    NewEntry,
+    Page,
+    Query,
+    Store,
+    SpanRef,
+    StoredSpan,
+    Tx,
+)
+from logline.store.schema import node_key, node_of_key
+
+Row = tuple[Any, ...]
+MAX_PAGE = 1000
+
+
+class Connection:
+    """The little of a DB-API connection the store uses, with SQL looked up by block name."""
+
+    def __init__(self, raw: Any, queries: dict[str, str], listify: Callable[[list[Any]], Any]):
+        self.raw = raw
+        self.queries = queries
+        self.listify = listify
+
+    def all(self, name: str, params: dict[str, Any]) -> list[Row]:
+        return list(self.raw.execute(self.queries[name], params).fetchall())
+
+    def one(self, name: str, params: dict[str, Any]) -> Row | None:
+        row = self.raw.execute(self.queries[name], params).fetchone()
+        return None if row is None else tuple(row)
+
+    def run(self, name: str, params: dict[str, Any]) -> int:
+        return int(self.raw.execute(self.queries[name], params).rowcount)
+
+    def many(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.raw.cursor().executemany(self.queries[name], rows)
+
+    def sql(self, text: str, params: dict[str, Any]) -> list[Row]:
+        return list(self.raw.execute(text, params).fetchall())
+
+
+class SqlTx(Tx):
+    def __init__(self, conn: Connection) -> None:
+        self.c = conn
+
+    def lock_log(self, tenant: str, created_at: str) -> LogHead:
+        row = self.c.one("lock_log", {"tenant": tenant})
+        if row is None:
+            self.c.run("insert_log", {"tenant": tenant, "created_at": created_at})
+            row = self.c.one("lock_log", {"tenant": tenant})
+        assert row is not None
+        return LogHead(int(row[0]), str(row[1]), int(row[2]))
+
+    def nodes(self, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        return _select_nodes(self.c, log_id, ids)
+
+    def existing_span_ids(self, log_id: int, span_ids: Sequence[str]) -> set[str]:
+        rows = self.c.all("existing_span_ids",
+                          {"log_id": log_id, "span_ids": self.c.listify(list(span_ids))})
+        return {str(r[0]) for r in rows}
+
+    def span_ref(self, log_id: int, span_id: str) -> SpanRef | None:
+        row = self.c.one("span_ref", {"log_id": log_id, "span_id": span_id})
+        if row is None:
+            return None
+        return SpanRef(int(row[0]), *row[1:7], has_payload=bool(row[7]))
+
+    def insert_entries(self, log_id: int, rows: Sequence[NewEntry]) -> None:
+        entries, tags, payloads = [], [], []
+        for row in rows:
+            body, seq = row.span.body, row.entry.seq
+            entries.append({
+                "log_id": log_id, "seq": seq, "span_id": body["id"],
+                "span_hash": row.span.hash, "leaf": row.leaf, "body": row.span.body_bytes,
+                "signature": row.span.signature, "ts": body["ts"], "received": row.entry.received,
+                "author": body["author"], "kind": body["kind"], "title": body["title"],
+                "status": body["status"], "payload_digest": body["payload_digest"],
+                "caused_by": body["caused_by"], "replay_of": body["replay_of"],
+                "contract_id": body["contract_id"], "workflow_id": body["workflow_id"],
+                "flow_id": body["flow_id"], "visibility": body["visibility"],
+                "tags": json.dumps(body["tags"]),
+            })  # fmt: skip
+            tags.extend({"log_id": log_id, "tag": tag, "seq": seq} for tag in body["tags"])
+            if row.span.payload_bytes is not None:
+                payloads.append({"log_id": log_id, "seq": seq, "data": row.span.payload_bytes})
+        self.c.many("insert_entry", entries)
+        self.c.many("insert_tag", tags)
+        self.c.many("insert_payload", payloads)
+
+    def insert_nodes(self, log_id: int, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        self.c.many("insert_node", [
+            {"log_id": log_id, "node": node_key(level, index), "hash": h}
+            for level, index, h in nodes
+        ])  # fmt: skip
+
+    def set_size(self, log_id: int, size: int) -> None:
+        self.c.run("set_size", {"log_id": log_id, "size": size})
+
+    def identity(self, identity: str) -> IdentityRecord | None:
+        row = self.c.one("select_identity", {"id": identity})
+        return None if row is None else _identity(row)
+
+    def insert_identity(self, record: IdentityRecord) -> None:
+        self.c.run("insert_identity", {
+            "id": record.id, "kind": record.kind, "public_key": record.public_key,
+            "status": record.status, "tenant": record.tenant, "created_at": record.created_at,
+            "span_id": record.span_id, "display_name": record.display_name,
+            "expires_at": record.expires_at, "claimed_by": record.claimed_by,
+        })  # fmt: skip
+
+    def update_identity(self, identity: str, *, public_key: str | None = None,
+                        status: str | None = None, claimed_by: str | None = None) -> None:
+        self.c.run("update_identity", {"id": identity, "public_key": public_key,
+                                       "status": status, "claimed_by": claimed_by})
+
+    def insert_key(self, record: KeyRecord) -> None:
+        self.c.run("insert_key", {
+            "identity": record.identity, "public_key": record.public_key,
+            "valid_from": record.valid_from, "valid_until": record.valid_until,
+            "span_id": record.span_id,
+        })  # fmt: skip
+
+    def close_key(self, identity: str, public_key: str, valid_until: str) -> None:
+        self.c.run("close_key", {"identity": identity, "public_key": public_key,
+                                 "valid_until": valid_until})
+
+    def mark_span(self, log_id: int, span_id: str, *, reverted_by: str | None = None,
+                  redacted_by: str | None = None) -> None:
+        if reverted_by is not None:
+            self.c.run("mark_reverted", {"log_id": log_id, "span_id": span_id, "by": reverted_by})
+        if redacted_by is not None:
+            self.c.run("mark_redacted", {"log_id": log_id, "span_id": span_id, "by": redacted_by})
+
+    def delete_payload(self, log_id: int, span_id: str) -> bool:
+        return self.c.run("delete_payload", {"log_id": log_id, "span_id": span_id}) > 0
+
+
+def _select_nodes(c: Connection, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+    if not ids:
+        return {}
+    keys = sorted({node_key(level, index) for level, index in ids})
+    rows = c.all("select_nodes", {"log_id": log_id, "nodes": c.listify(keys)})
+    return {node_of_key(int(k)): bytes(h) for k, h in rows}
+
+
+def _identity(row: Row) -> IdentityRecord:
+    return IdentityRecord(*row)
+
+
+def _stored(tenant: str, row: Row) -> StoredSpan:
+    seq, _span_hash, leaf, body, signature, reverted_by, redacted_by, payload = row
+    entry = Entry.from_leaf_data(bytes(leaf))
+    if entry.seq != seq:
+        # The leaf is the source of truth for verification; a mismatch here means tampering,
+        # which `verify` reports. Keep the stored seq so the entry can still be located.
+        entry = Entry(seq, entry.span_id, entry.span_hash, entry.key, entry.signature,
+                      entry.received, entry.decision)
+    span = span_from_stored(bytes(body), bytes(signature), None if payload is None else bytes(payload))
+    return StoredSpan(tenant, span, entry, reverted_by, redacted_by)
+
+
+class SqlStore(Store):
+    """`Store` over a DB-API driver. Each thread gets its own connection."""
+
+    dialect: str
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._all: list[Connection] = []
+        self._lock = threading.Lock()
+
+    # --- what a dialect provides ----------------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> Connection: ...
+
+    @abstractmethod
+    def _transaction(self, conn: Connection) -> AbstractContextManager[None]:
+        """BEGIN (taking the dialect's write lock) ... COMMIT, or ROLLBACK on error."""
+
+    @abstractmethod
+    def wrap_exceptions(self) -> AbstractContextManager[None]:
+        """Translate the driver's exceptions into `StorageError`."""
+
+    # --- shared -----------------------------------------------------------------------------------
+
+    def _conn(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self.wrap_exceptions():
+                conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        conn = self._conn()
+        with self.wrap_exceptions(), self._transaction(conn):
+            yield SqlTx(conn)
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.wrap_exceptions():
+            yield self._conn()
+
+    def log_head(self, tenant: str) -> LogHead | None:
+        with self._read() as c:
+            row = c.one("log_head", {"tenant": tenant})
+        return None if row is None else LogHead(int(row[0]), str(row[1]), int(row[2]))
+
+    def logs(self) -> list[LogHead]:
+        with self._read() as c:
+            return [LogHead(int(r[0]), str(r[1]), int(r[2])) for r in c.all("logs", {})]
+
+    def nodes(self, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
+        with self._read() as c:
+            return _select_nodes(c, log_id, ids)
+
+    def span(self, tenant: str, span_id: str) -> StoredSpan | None:
+        head = self.log_head(tenant)
+        if head is None:
+            return None
+        with self._read() as c:
+            row = c.one("select_span_by_id", {"log_id": head.log_id, "span_id": span_id})
+        return None if row is None else _stored(tenant, row)
+
+    def span_at(self, tenant: str, seq: int) -> StoredSpan | None:
+        head = self.log_head(tenant)
+        if head is None:
+            return None
+        with self._read() as c:
+            row = c.one("select_span_at", {"log_id": head.log_id, "seq": seq})
+        return None if row is None else _stored(tenant, row)
+
+    def spans(self, tenant: str, start: int, end: int, batch: int = 1000) -> Iterator[StoredSpan]:
+        head = self.log_head(tenant)
+        if head is None:
+            return
+        while start < end:
+            with self._read() as c:
+                rows = c.all("select_span_range",
+                             {"log_id": head.log_id, "start": start, "end": end, "limit": batch})
+            if not rows:
+                return
+            for row in rows:
+                yield _stored(tenant, row)
+            start = int(rows[-1][0]) + 1
+
+    def query(self, query: Query) -> Page:
+        if not 1 <= query.limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        head = self.log_head(query.tenant)
+        if head is None:
+            return Page()
+        where = ["e.log_id = :log_id"]
+        params: dict[str, Any] = {"log_id": head.log_id, "limit": query.limit + 1}
+        for column in ("author", "status", "contract_id", "workflow_id", "flow_id",
+                       "caused_by", "replay_of"):  # fmt: skip
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"e.{column} = :{column}")
+                params[column] = value
+        if query.kind is not None:
+            where.append("e.kind LIKE :kind ESCAPE '\\'")
+            params["kind"] = glob_to_like(query.kind)
+        if query.since is not None:
+            where.append("e.ts >= :since")
+            params["since"] = query.since
+        if query.until is not None:
+            where.append("e.ts < :until")
+            params["until"] = query.until
+        if query.after_seq is not None:
+            where.append("e.seq > :after_seq")
+            params["after_seq"] = query.after_seq
+        if query.before_seq is not None:
+            where.append("e.seq < :before_seq")
+            params["before_seq"] = query.before_seq
+        for i, tag in enumerate(query.tags):
+            where.append(f"e.seq IN (SELECT t.seq FROM span_tags t WHERE t.log_id = :log_id "
+                         f"AND t.tag = :tag{i})")
+            params[f"tag{i}"] = tag
+        order = "DESC" if query.descending else "ASC"
+        sql = (
+            "SELECT e.seq, e.span_hash, e.leaf, e.body, e.signature, e.reverted_by, "
+            "e.redacted_by, p.data FROM entries e LEFT JOIN payloads p "
+            "ON p.log_id = e.log_id AND p.seq = e.seq "
+            f"WHERE {' AND '.join(where)} ORDER BY e.seq {order} LIMIT :limit"
+        )
+        with self._read() as c:
+            rows = c.sql(self._prepare(sql), params)
+        items = [_stored(query.tenant, row) for row in rows[: query.limit]]
+        cursor = None
+        if len(rows) > query.limit:
+            cursor = encode_cursor(items[-1].seq, query.descending)
+        return Page(items, cursor)
+
+    def _prepare(self, sql: str) -> str:
+        return sql
+
+    def identity(self, identity: str) -> IdentityRecord | None:
+        with self._read() as c:
+            row = c.one("select_identity", {"id": identity})
+        return None if row is None else _identity(row)
+
+    def identities(self) -> list[IdentityRecord]:
+        with self._read() as c:
+            return [_identity(r) for r in c.all("select_identities", {})]
+
+    def keys(self, identity: str) -> list[KeyRecord]:
+        with self._read() as c:
+            return [KeyRecord(*r) for r in c.all("select_keys", {"identity": identity})]
+
+    def latest_checkpoint(self, log_id: int) -> CheckpointRecord | None:
+        with self._read() as c:
+            row = c.one("latest_checkpoint", {"log_id": log_id})
+        return None if row is None else _checkpoint(row)
+
+    def checkpoint(self, log_id: int, size: int) -> CheckpointRecord | None:
+        with self._read() as c:
+            row = c.one("checkpoint_at", {"log_id": log_id, "size": size})
+        return None if row is None else _checkpoint(row)
+
+    def checkpoints(self, log_id: int) -> list[CheckpointRecord]:
+        with self._read() as c:
+            return [_checkpoint(r) for r in c.all("checkpoints", {"log_id": log_id})]
+
+    def insert_checkpoint(self, log_id: int, record: CheckpointRecord) -> None:
+        conn = self._conn()
+        with self.wrap_exceptions(), self._transaction(conn):
+            conn.run("insert_checkpoint", {"log_id": log_id, "size": record.size,
+                                           "root": record.root, "note": record.note,
+                                           "created_at": record.created_at})
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.raw.close()
+            except Exception:  # noqa: BLE001 - closing is best effort; a dead connection is closed
+                pass
+        self._local = threading.local()
+
+
+def _checkpoint(row: Row) -> CheckpointRecord:
+    return CheckpointRecord(int(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
+
+
+def glob_to_like(pattern: str) -> str:
+    """`payment.*` → `payment.%`; `?` matches one character; LIKE's own wildcards are escaped."""
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        elif ch in "%_\\":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def encode_cursor(seq: int, descending: bool) -> str:
+    raw = json.dumps({"seq": seq, "desc": descending}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, bool]:
+    """A cursor from `Page.next_cursor` → (last seq, descending). Anything else is InvalidInput."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        seq, desc = data["seq"], data["desc"]
+        if type(seq) is not int or seq < 0 or type(desc) is not bool:
+            raise ValueError
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"invalid cursor {cursor[:40]!r}") from exc
+    return seq, desc

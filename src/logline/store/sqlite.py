@@ -1,0 +1,64 @@
+"""SQLite backend: the embedded default. WAL mode; writers take the database write lock up front.
+
+Durability: `synchronous=FULL` by default, so a span acknowledged as sequenced survives power loss,
+not only a crash of the process. Several processes may write to one database file: `BEGIN
+IMMEDIATE` serializes them, and `busy_timeout` makes them wait for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from logline.errors import StorageError
+from logline.store.queries import load_queries
+from logline.store.sql import Connection, SqlStore
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///relative.db` or `sqlite:////absolute/path.db` → the file path."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise StorageError(f"a SQLite URL looks like sqlite:////path/to/logline.db, got {url!r}")
+    return Path(url[len(prefix) :])
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+        super().__init__(url)
+        self.path = sqlite_path(url)
+        self.synchronous = synchronous
+        self._queries = load_queries("sqlite")
+
+    def _connect(self) -> Connection:
+        raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                              timeout=BUSY_TIMEOUT_MS / 1000)
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute(f"PRAGMA synchronous={self.synchronous}")
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        raw.execute("PRAGMA foreign_keys=ON")
+        return Connection(raw, self._queries, json.dumps)
+
+    @contextmanager
+    def _transaction(self, conn: Connection) -> Iterator[None]:
+        conn.raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.raw.execute("ROLLBACK")
+            raise
+        conn.raw.execute("COMMIT")
+
+    @contextmanager
+    def wrap_exceptions(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite ({self.path}): {exc}") from exc
