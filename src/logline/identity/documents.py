@@ -37,11 +37,18 @@ def claim_message(ghost: str, claimant: str) -> bytes:
     return domain_message(CLAIM_DOMAIN, f"{ghost}\n{claimant}".encode())
 
 
-def creation_span(key: PrivateKey, tenant: str, identity: LogLineId, display_name: str | None = None,
-                  expires_at: datetime | None = None) -> Span:
+def creation_span(
+    key: PrivateKey,
+    tenant: str,
+    identity: LogLineId,
+    display_name: str | None = None,
+    expires_at: datetime | None = None,
+) -> Span:
     if (identity.kind == "ghost") != (expires_at is not None):
-        raise InvalidSpan("ghost identities need an expiry, and only they may have one",
-                          field="payload.expires_at")
+        raise InvalidSpan(
+            "ghost identities need an expiry, and only they may have one",
+            field="payload.expires_at",
+        )
     payload = {
         "id": str(identity),
         "kind": identity.kind,
@@ -49,30 +56,52 @@ def creation_span(key: PrivateKey, tenant: str, identity: LogLineId, display_nam
         "display_name": display_name,
         "expires_at": None if expires_at is None else format_ts(expires_at),
     }
-    return new_span(key, tenant=tenant, author=str(identity), kind=CREATED,
-                    title=f"Identity {identity} created", payload=payload, tags=["identity"])
+    return new_span(
+        key,
+        tenant=tenant,
+        author=str(identity),
+        kind=CREATED,
+        title=f"Identity {identity} created",
+        payload=payload,
+        tags=["identity"],
+    )
 
 
 def rotation_span(old_key: PrivateKey, new_key: PublicKey, tenant: str, identity: str) -> Span:
     payload = {"id": identity, "public_key": str(new_key)}
-    return new_span(old_key, tenant=tenant, author=identity, kind=ROTATED,
-                    title=f"Key of {identity} rotated", payload=payload, tags=["identity"])
+    return new_span(
+        old_key,
+        tenant=tenant,
+        author=identity,
+        kind=ROTATED,
+        title=f"Key of {identity} rotated",
+        payload=payload,
+        tags=["identity"],
+    )
 
 
-def claim_span(claimant_key: PrivateKey, claimant: str, ghost_key: PrivateKey, ghost: str,
-               tenant: str) -> Span:
+def claim_span(
+    claimant_key: PrivateKey, claimant: str, ghost_key: PrivateKey, ghost: str, tenant: str
+) -> Span:
     proof = b64encode(ghost_key.sign(claim_message(ghost, claimant)))
     payload = {"ghost": ghost, "proof": proof}
-    return new_span(claimant_key, tenant=tenant, author=claimant, kind=CLAIMED,
-                    title=f"Ghost {ghost} claimed by {claimant}", payload=payload,
-                    tags=["identity"])
+    return new_span(
+        claimant_key,
+        tenant=tenant,
+        author=claimant,
+        kind=CLAIMED,
+        title=f"Ghost {ghost} claimed by {claimant}",
+        payload=payload,
+        tags=["identity"],
+    )
 
 
 def _fields(span: Span, names: tuple[str, ...]) -> dict[str, Any]:
     payload = span.payload
     if not isinstance(payload, dict) or sorted(payload) != sorted(names):
-        raise InvalidSpan(f"{span.kind} needs a payload with exactly {', '.join(names)}",
-                          field="payload")
+        raise InvalidSpan(
+            f"{span.kind} needs a payload with exactly {', '.join(names)}", field="payload"
+        )
     return payload
 
 
@@ -90,8 +119,10 @@ def parse_creation(span: Span) -> tuple[LogLineId, PublicKey, str | None, str | 
     if name is not None and (not isinstance(name, str) or len(name) > 200):
         raise InvalidSpan("must be null or at most 200 characters", field="payload.display_name")
     if (identity.kind == "ghost") != (expires is not None):
-        raise InvalidSpan("ghost identities need an expiry, and only they may have one",
-                          field="payload.expires_at")
+        raise InvalidSpan(
+            "ghost identities need an expiry, and only they may have one",
+            field="payload.expires_at",
+        )
     if expires is not None:
         parse_ts(expires)
     return identity, key, name, expires

@@ -1,9 +1,9 @@
 """LogLine IDs (`logline-id://<kind>/<handle>`), span kinds, tags, tenant names and UUIDv7.
 
-    >>> LogLineId.parse("logline-id://person/alice").kind
-    'person'
-    >>> check_kind("payment.approved")
-    'payment.approved'
+>>> LogLineId.parse("logline-id://person/alice").kind
+'person'
+>>> check_kind("payment.approved")
+'payment.approved'
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class LogLineId:
     @classmethod
     def of(cls, kind: str, handle: str) -> LogLineId:
         if kind not in ID_KINDS:
-            raise InvalidIdentifier(f"identity kind must be one of {', '.join(ID_KINDS)}, got {kind!r}")
+            raise InvalidIdentifier(
+                f"identity kind must be one of {', '.join(ID_KINDS)}, got {kind!r}"
+            )
         if not _HANDLE.fullmatch(handle):
             raise InvalidIdentifier(
                 "handle must be 1-64 characters of a-z, 0-9, '.', '_', '-', starting and ending "
@@ -79,7 +81,8 @@ def check_tag(tag: str) -> str:
 def check_tenant(name: str) -> str:
     if not isinstance(name, str) or not _TENANT.fullmatch(name):
         raise InvalidIdentifier(
-            "a tenant name is 1-48 characters of a-z, 0-9 and '-', not starting or ending with '-', "
+            "a tenant name is 1-48 characters of a-z, 0-9 and '-', "
+            "not starting or ending with '-', "
             f"got {str(name)[:80]!r}"
         )
     return name

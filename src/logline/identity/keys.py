@@ -57,8 +57,9 @@ class PublicKey:
         try:
             self._key().verify(signature, message)
         except InvalidSignature as exc:
-            raise SignatureError("Ed25519 signature", expected=f"valid under {self}",
-                                 found="invalid") from exc
+            raise SignatureError(
+                "Ed25519 signature", expected=f"valid under {self}", found="invalid"
+            ) from exc
 
     def _key(self) -> Ed25519PublicKey:
         try:

@@ -77,8 +77,9 @@ def signing_key_hint(span: Span) -> str | None:
 class Admission:
     """Admits the spans of one tenant within one transaction. Not thread-safe; one per commit."""
 
-    def __init__(self, tx: Tx, log_id: int, tenant: str, received: str,
-                 existing_ids: set[str]) -> None:
+    def __init__(
+        self, tx: Tx, log_id: int, tenant: str, received: str, existing_ids: set[str]
+    ) -> None:
         self.tx = tx
         self.log_id = log_id
         self.tenant = tenant
@@ -119,8 +120,11 @@ class Admission:
             raise Conflict(f"span {span.id} is already in the log of {self.tenant}")
         kind = span.kind
         if kind.startswith(RESERVED_PREFIXES) and kind not in SYSTEM_KINDS:
-            raise InvalidSpan(f"kinds under identity.* and logline.* are reserved; {kind} is not "
-                              "one LogLine defines", field="body.kind")
+            raise InvalidSpan(
+                f"kinds under identity.* and logline.* are reserved; {kind} is not "
+                "one LogLine defines",
+                field="body.kind",
+            )
         effects: list[Effect] = []
         if kind == documents.CREATED:
             effects.append(self._creation(item))
@@ -135,8 +139,10 @@ class Admission:
         if body["status"] == "reverted":
             effects.append(self._revert(span))
         if body["replay_of"] is not None and self._span(body["replay_of"]) is None:
-            raise InvalidSpan(f"names span {body['replay_of']}, which is not in the log of "
-                              f"{self.tenant}", field="body.replay_of")
+            raise InvalidSpan(
+                f"names span {body['replay_of']}, which is not in the log of {self.tenant}",
+                field="body.replay_of",
+            )
         self.spans[span.id] = SpanRef(
             seq=-1, author=span.author, kind=kind, status=body["status"],
             payload_digest=body["payload_digest"], reverted_by=None, redacted_by=None,
@@ -151,13 +157,16 @@ class Admission:
         if record is None:
             raise UnknownAuthor(f"author {author} is not a registered identity")
         if record.status != "active":
-            raise UnknownAuthor(f"author {author} was claimed by {record.claimed_by} and can no "
-                                "longer sign spans")
+            raise UnknownAuthor(
+                f"author {author} was claimed by {record.claimed_by} and can no longer sign spans"
+            )
         if record.expires_at is not None and record.expires_at <= self.received:
             raise UnknownAuthor(f"ghost identity {author} expired at {record.expires_at}")
         if record.public_key != key:
-            raise Conflict(f"the key of {author} changed while this span was being written; "
-                           "sign it again with the current key")
+            raise Conflict(
+                f"the key of {author} changed while this span was being written; "
+                "sign it again with the current key"
+            )
         return record
 
     def _creation(self, item: Prepared) -> Effect:
@@ -165,8 +174,9 @@ class Admission:
         if self._identity(str(identity)) is not None:
             raise Conflict(f"identity {identity} already exists")
         if str(key) != item.key:
-            raise InvalidSpan("an identity document is signed with the key it registers",
-                              field="signature")
+            raise InvalidSpan(
+                "an identity document is signed with the key it registers", field="signature"
+            )
         if expires is not None and expires <= self.received:
             raise InvalidSpan("the ghost would already be expired", field="payload.expires_at")
         return CreateIdentity(IdentityRecord(
@@ -180,8 +190,9 @@ class Admission:
         if str(new_key) == author.public_key:
             raise InvalidSpan("the new key is the current key", field="payload.public_key")
         if author.kind == "ghost":
-            raise InvalidSpan("ghost identities cannot rotate keys; claim them instead",
-                              field="body.author")
+            raise InvalidSpan(
+                "ghost identities cannot rotate keys; claim them instead", field="body.author"
+            )
         return RotateKey(author.id, author.public_key, str(new_key), span.id)
 
     def _claim(self, span: Span, claimant: IdentityRecord) -> Effect:
@@ -196,21 +207,29 @@ class Admission:
         if ghost.expires_at is not None and ghost.expires_at <= self.received:
             raise Conflict(f"ghost {ghost_id} expired at {ghost.expires_at} and can't be claimed")
         try:
-            PublicKey.parse(ghost.public_key).verify(proof, documents.claim_message(ghost_id, claimant.id))
+            PublicKey.parse(ghost.public_key).verify(
+                proof, documents.claim_message(ghost_id, claimant.id)
+            )
         except LogLineError as exc:
-            raise InvalidSpan("the claim proof is not the ghost key's signature of the claim",
-                              field="payload.proof") from exc
+            raise InvalidSpan(
+                "the claim proof is not the ghost key's signature of the claim",
+                field="payload.proof",
+            ) from exc
         return ClaimGhost(ghost_id, claimant.id)
 
     def _revert(self, span: Span) -> Effect:
         target_id = span.body["caused_by"]
         if target_id is None:
-            raise InvalidSpan("a revert (status reverted) names the span it reverts in caused_by",
-                              field="body.caused_by")
+            raise InvalidSpan(
+                "a revert (status reverted) names the span it reverts in caused_by",
+                field="body.caused_by",
+            )
         target = self._span(target_id)
         if target is None:
-            raise InvalidSpan(f"names span {target_id}, which is not in the log of {self.tenant}",
-                              field="body.caused_by")
+            raise InvalidSpan(
+                f"names span {target_id}, which is not in the log of {self.tenant}",
+                field="body.caused_by",
+            )
         if target.status == "reverted":
             raise InvalidSpan("a revert cannot itself be reverted", field="body.caused_by")
         if target.reverted_by is not None:
@@ -219,23 +238,34 @@ class Admission:
 
     def _redaction(self, span: Span) -> Effect:
         payload: Any = span.payload
-        if not isinstance(payload, dict) or sorted(payload) != ["payload_digest", "reason", "span_id"]:
-            raise InvalidSpan("a redaction's payload has exactly span_id, payload_digest and reason",
-                              field="payload")
+        if not isinstance(payload, dict) or sorted(payload) != [
+            "payload_digest",
+            "reason",
+            "span_id",
+        ]:
+            raise InvalidSpan(
+                "a redaction's payload has exactly span_id, payload_digest and reason",
+                field="payload",
+            )
         if not isinstance(payload["reason"], str) or not payload["reason"].strip():
             raise InvalidSpan("a redaction states its reason", field="payload.reason")
         target = self._span(payload["span_id"]) if isinstance(payload["span_id"], str) else None
         if target is None:
             raise NotFound(f"span {payload['span_id']} is not in the log of {self.tenant}")
         if target.kind in documents.KINDS:
-            raise InvalidSpan("identity documents can't be redacted: verifiers need their keys",
-                              field="payload.span_id")
+            raise InvalidSpan(
+                "identity documents can't be redacted: verifiers need their keys",
+                field="payload.span_id",
+            )
         if not target.has_payload or target.redacted_by is not None:
-            raise InvalidSpan(f"span {payload['span_id']} has no payload to redact",
-                              field="payload.span_id")
+            raise InvalidSpan(
+                f"span {payload['span_id']} has no payload to redact", field="payload.span_id"
+            )
         if target.payload_digest != payload["payload_digest"]:
-            raise InvalidSpan(f"does not match the target's digest {target.payload_digest}",
-                              field="payload.payload_digest")
+            raise InvalidSpan(
+                f"does not match the target's digest {target.payload_digest}",
+                field="payload.payload_digest",
+            )
         return Redact(payload["span_id"], span.id)
 
     # --- effects --------------------------------------------------------------------------------
@@ -268,8 +298,9 @@ class Admission:
             match effect:
                 case CreateIdentity(record):
                     tx.insert_identity(record)
-                    tx.insert_key(KeyRecord(record.id, record.public_key, received, None,
-                                            record.span_id))
+                    tx.insert_key(
+                        KeyRecord(record.id, record.public_key, received, None, record.span_id)
+                    )
                 case RotateKey(identity, old_key, new_key, span_id):
                     tx.close_key(identity, old_key, received)
                     tx.insert_key(KeyRecord(identity, new_key, received, None, span_id))

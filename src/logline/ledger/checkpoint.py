@@ -4,7 +4,8 @@
     >>> note = sign_checkpoint(Checkpoint("logline.example/acme", 5, root), signer)
     >>> open_checkpoint(note, signer.verifier())  # -> Checkpoint, or VerificationError
 
-A checkpoint body is three lines (`<origin>\\n<size>\\n<base64 root>\\n`); the signed note appends an
+A checkpoint body is three lines (`<origin>\\n<size>\\n<base64 root>\\n`); the signed note
+appends an
 empty line and one signature line per signer: `— <key name> <base64(key id || signature)>\\n`.
 Ed25519 key ids are the first four bytes of SHA-256(key name || 0x0A || 0x01 || public key), as in
 C2SP signed-note. Verifier keys are printed `<name>+<hex key id>+<base64(0x01 || public key)>`.
@@ -81,7 +82,9 @@ class NoteSigner:
 
     def signature_line(self, text: str) -> str:
         sig = self._key.sign(text.encode())
-        return f"{SIG_PREFIX}{self.name} {b64encode(key_id(self.name, self._key.public_key) + sig)}\n"
+        return (
+            f"{SIG_PREFIX}{self.name} {b64encode(key_id(self.name, self._key.public_key) + sig)}\n"
+        )
 
 
 def sign_checkpoint(checkpoint: Checkpoint, signer: NoteSigner) -> str:
@@ -92,11 +95,17 @@ def sign_checkpoint(checkpoint: Checkpoint, signer: NoteSigner) -> str:
 def parse_checkpoint_body(text: str) -> Checkpoint:
     lines = text.split("\n")
     if len(lines) < 4 or lines[-1] != "":
-        raise ParseError("a checkpoint body is origin, size and root hash, each ending in a newline")
+        raise ParseError(
+            "a checkpoint body is origin, size and root hash, each ending in a newline"
+        )
     origin, size_text, root_text = lines[0], lines[1], lines[2]
     if not origin or origin != origin.strip():
         raise ParseError("checkpoint origin is empty or has surrounding spaces")
-    if not size_text.isascii() or not size_text.isdigit() or (size_text != "0" and size_text[0] == "0"):
+    if (
+        not size_text.isascii()
+        or not size_text.isdigit()
+        or (size_text != "0" and size_text[0] == "0")
+    ):
         raise ParseError(f"checkpoint size {size_text[:30]!r} is not a decimal number")
     root = b64decode(root_text, what="checkpoint root hash")
     if len(root) != HASH_SIZE:
@@ -133,7 +142,9 @@ def open_checkpoint(note: str, verifier: NoteVerifier, origin: str | None = None
     text, signatures = split_note(note)
     checkpoint = parse_checkpoint_body(text)
     # C2SP signed-note: find the line whose name and key id match the verifier, then check it.
-    matching = [sig for name, kid, sig in signatures if name == verifier.name and kid == verifier.key_id]
+    matching = [
+        sig for name, kid, sig in signatures if name == verifier.name and kid == verifier.key_id
+    ]
     if not matching:
         raise SignatureError("checkpoint signature", expected=f"one by {verifier}", found="none")
     verifier.key.verify(matching[0], text.encode())

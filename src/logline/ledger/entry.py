@@ -59,8 +59,9 @@ class Entry:
         """Parse an entry object; every field is checked, unknown fields are refused."""
         if not isinstance(data, dict) or sorted(data) != sorted(ENTRY_FIELDS):
             found = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ParseError(f"a log entry has exactly the fields {', '.join(ENTRY_FIELDS)}; "
-                             f"found {found}")
+            raise ParseError(
+                f"a log entry has exactly the fields {', '.join(ENTRY_FIELDS)}; found {found}"
+            )
         if data["v"] != ENTRY_VERSION or type(data["v"]) is not int:
             raise ParseError(f"unsupported log entry version {data['v']!r}")
         seq = data["seq"]

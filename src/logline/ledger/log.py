@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from logline.errors import InvalidSpan, LogLineError, NotFound, StorageError, VerificationError
+from logline.errors import (
+    InvalidSpan,
+    LogLineError,
+    NotFound,
+    StorageError,
+    UnknownAuthor,
+    VerificationError,
+)
+from logline.identity import documents
 from logline.identity.ids import check_tenant
 from logline.identity.keys import PrivateKey, PublicKey
 from logline.ledger import merkle
@@ -37,6 +45,12 @@ from logline.store.interface import CheckpointRecord, LogHead, NewEntry, Store, 
 Wait = Literal["sequenced", "checkpointed"]
 MAX_GROUP_SPANS = 5000
 VERIFY_THREADS = 2
+PARALLEL_VERIFY_MIN = 16
+
+
+def _verify_all(items: Sequence[Prepared]) -> None:
+    for item in items:
+        item.span.verify(PublicKey.parse(item.key))
 
 
 @dataclass
@@ -51,9 +65,15 @@ class _Group:
 class Log:
     """All tenants' logs of one instance, over one store. Thread-safe."""
 
-    def __init__(self, store: Store, instance: str, key: PrivateKey, *,
-                 limits: Limits = DEFAULT_LIMITS,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        store: Store,
+        instance: str,
+        key: PrivateKey,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.store = store
         self.instance = instance
         self.signer = NoteSigner(instance, key)
@@ -79,8 +99,9 @@ class Log:
     def append(self, span: Span, *, wait: Wait = "checkpointed") -> Receipt:
         return self.append_batch([span], wait=wait)[0]
 
-    def append_batch(self, spans: Sequence[Span], *, wait: Wait = "checkpointed",
-                     check_skew: bool = True) -> list[Receipt]:
+    def append_batch(
+        self, spans: Sequence[Span], *, wait: Wait = "checkpointed", check_skew: bool = True
+    ) -> list[Receipt]:
         """Log `spans` (all of one tenant) atomically, in order; raise on the first bad span."""
         if not spans:
             return []
@@ -88,16 +109,15 @@ class Log:
         check_tenant(tenant)
         for i, span in enumerate(spans):
             if span.tenant != tenant:
-                raise InvalidSpan(f"span {i} is for tenant {span.tenant}, the batch for {tenant}",
-                                  field="body.tenant")
+                raise InvalidSpan(
+                    f"span {i} is for tenant {span.tenant}, the batch for {tenant}",
+                    field="body.tenant",
+                )
         now = self.clock()
         if check_skew:
             for span in spans:
                 self._check_skew(span, now)
-        if len(spans) >= 16:
-            prepared = list(self._pool.map(self._prepare, spans))
-        else:
-            prepared = [self._prepare(span) for span in spans]
+        prepared = self._prepare(spans)
         entries = self._sequence(tenant, prepared)
         if wait == "sequenced":
             return [Receipt(self.origin(tenant), entry) for entry in entries]
@@ -106,23 +126,48 @@ class Log:
     def _check_skew(self, span: Span, now: datetime) -> None:
         delta = (parse_ts(span.body["ts"]) - now).total_seconds()
         if delta > self.limits.max_future_skew_s:
-            raise InvalidSpan(f"is {delta:.0f} s ahead of the log's clock; at most "
-                              f"{self.limits.max_future_skew_s:.0f} s is accepted", field="body.ts")
+            raise InvalidSpan(
+                f"is {delta:.0f} s ahead of the log's clock; at most "
+                f"{self.limits.max_future_skew_s:.0f} s is accepted",
+                field="body.ts",
+            )
         if -delta > self.limits.max_past_skew_s:
-            raise InvalidSpan(f"is {-delta:.0f} s behind the log's clock; at most "
-                              f"{self.limits.max_past_skew_s:.0f} s is accepted", field="body.ts")
+            raise InvalidSpan(
+                f"is {-delta:.0f} s behind the log's clock; at most "
+                f"{self.limits.max_past_skew_s:.0f} s is accepted",
+                field="body.ts",
+            )
 
-    def _prepare(self, span: Span) -> Prepared:
-        key = signing_key_hint(span)
-        if key is None:
-            record = self.store.identity(span.author)
-            if record is None:
-                from logline.errors import UnknownAuthor
+    def _prepare(self, spans: Sequence[Span]) -> list[Prepared]:
+        """Find the key each span must verify under, then verify all signatures in parallel.
 
+        Keys are followed through the batch itself, so a batch may register an identity or rotate
+        a key and use it at once; admission re-checks every key under the log lock.
+        """
+        keys: dict[str, str | None] = {}
+        prepared = []
+        for span in spans:
+            hint = signing_key_hint(span)
+            if hint is not None:
+                keys[span.author] = hint
+            elif span.author not in keys:
+                record = self.store.identity(span.author)
+                keys[span.author] = None if record is None else record.public_key
+            key = keys[span.author]
+            if key is None:
                 raise UnknownAuthor(f"author {span.author} is not a registered identity")
-            key = record.public_key
-        span.verify(PublicKey.parse(key))
-        return Prepared(span, key)
+            prepared.append(Prepared(span, key))
+            if span.kind == documents.ROTATED:
+                keys[span.author] = str(documents.parse_rotation(span))
+        if len(prepared) < PARALLEL_VERIFY_MIN:
+            _verify_all(prepared)
+        else:
+            half = len(prepared) // 2
+            parts = [self._pool.submit(_verify_all, prepared[:half]),
+                     self._pool.submit(_verify_all, prepared[half:])]  # fmt: skip
+            for part in parts:
+                part.result()
+        return prepared
 
     def _sequence(self, tenant: str, items: list[Prepared]) -> list[Entry]:
         group = _Group(tenant, items)
@@ -133,9 +178,11 @@ class Log:
                 if group.done:
                     break
                 with self._pending_lock:
-                    batch, count = [], 0
-                    while self._pending and (not batch or count + len(self._pending[0].items)
-                                             <= MAX_GROUP_SPANS):
+                    batch: list[_Group] = []
+                    count = 0
+                    while self._pending and (
+                        not batch or count + len(self._pending[0].items) <= MAX_GROUP_SPANS
+                    ):
                         batch.append(self._pending.pop(0))
                         count += len(batch[-1].items)
                 self._commit(batch)
@@ -166,12 +213,14 @@ class Log:
         frontier_ids = merkle.range_nodes(0, size)
         stored = tx.nodes(head.log_id, frontier_ids)
         if len(stored) != len(frontier_ids):
-            raise VerificationError("Merkle frontier of " + tenant, expected=len(frontier_ids),
-                                    found=len(stored))
+            raise VerificationError(
+                "Merkle frontier of " + tenant, expected=len(frontier_ids), found=len(stored)
+            )
         frontier = {level: stored[(level, index)] for level, index in frontier_ids}
         span_ids = [item.span.id for group in groups for item in group.items]
-        admission = Admission(tx, head.log_id, tenant, received,
-                              tx.existing_span_ids(head.log_id, span_ids))
+        admission = Admission(
+            tx, head.log_id, tenant, received, tx.existing_span_ids(head.log_id, span_ids)
+        )
         rows: list[NewEntry] = []
         for group in groups:
             try:
@@ -180,15 +229,23 @@ class Log:
                 group.error = exc
                 continue
             for item in group.items:
-                entry = Entry(size, item.span.id, item.span.hash, item.key, item.span.signature,
-                              received, dict(DEFAULT_DECISION))
+                entry = Entry(
+                    size,
+                    item.span.id,
+                    item.span.hash,
+                    item.key,
+                    item.span.signature,
+                    received,
+                    dict(DEFAULT_DECISION),
+                )
                 rows.append(NewEntry(item.span, entry, entry.leaf_data()))
                 group.entries.append(entry)
                 size += 1
         if not rows:
             return
-        nodes = merkle.append_nodes(head.size, frontier,
-                                    [merkle.leaf_hash(row.leaf) for row in rows])
+        nodes = merkle.append_nodes(
+            head.size, frontier, [merkle.leaf_hash(row.leaf) for row in rows]
+        )
         tx.insert_entries(head.log_id, rows)
         tx.insert_nodes(head.log_id, nodes)
         tx.set_size(head.log_id, size)
@@ -205,7 +262,8 @@ class Log:
     def checkpoint(self, tenant: str, *, min_size: int | None = None) -> CheckpointRecord:
         """The latest signed checkpoint, first publishing one for the current size if needed.
 
-        With `min_size`, an existing checkpoint of at least that size is good enough. Before signing,
+        With `min_size`, an existing checkpoint of at least that size is good enough. Before
+        signing,
         the new tree is proven consistent with the latest checkpoint: a log never signs a
         checkpoint that contradicts an earlier one.
         """
@@ -224,7 +282,9 @@ class Log:
                 except VerificationError as exc:
                     raise VerificationError(
                         f"refusing to sign: tree of size {size} is not consistent with the "
-                        f"checkpoint of size {latest.size}", expected=exc.expected, found=exc.found,
+                        f"checkpoint of size {latest.size}",
+                        expected=exc.expected,
+                        found=exc.found,
                     ) from exc
             note = sign_checkpoint(Checkpoint(self.origin(tenant), size, root), self.signer)
             record = CheckpointRecord(size, root, note, format_ts(self.clock()))
@@ -237,8 +297,12 @@ class Log:
         needed = [n for e in entries for n in merkle.inclusion_nodes(e.seq, record.size)]
         fetch = self._fetcher(log_id, needed)
         return [
-            Receipt(self.origin(tenant), e, record.note,
-                    tuple(merkle.inclusion_path(e.seq, record.size, fetch)))
+            Receipt(
+                self.origin(tenant),
+                e,
+                record.note,
+                tuple(merkle.inclusion_path(e.seq, record.size, fetch)),
+            )
             for e in entries
         ]
 
@@ -251,8 +315,11 @@ class Log:
             try:
                 return found[(level, index)]
             except KeyError:
-                raise VerificationError(f"Merkle node ({level}, {index}) is missing from the store",
-                                        expected="stored", found="missing") from None
+                raise VerificationError(
+                    f"Merkle node ({level}, {index}) is missing from the store",
+                    expected="stored",
+                    found="missing",
+                ) from None
 
         return fetch
 
@@ -271,15 +338,17 @@ class Log:
         log_id, size = self._check_size(tenant, size)
         if not 0 <= seq < size:
             raise NotFound(f"entry {seq} is not in the tree of size {size}")
-        return merkle.inclusion_path(seq, size,
-                                     self._fetcher(log_id, merkle.inclusion_nodes(seq, size)))
+        return merkle.inclusion_path(
+            seq, size, self._fetcher(log_id, merkle.inclusion_nodes(seq, size))
+        )
 
     def consistency_proof(self, tenant: str, size1: int, size2: int) -> list[bytes]:
         log_id, size2 = self._check_size(tenant, size2)
         if not 0 < size1 <= size2:
             raise NotFound(f"no consistency proof from size {size1} to size {size2}")
-        return merkle.consistency_path(size1, size2,
-                                       self._fetcher(log_id, merkle.consistency_nodes(size1, size2)))
+        return merkle.consistency_path(
+            size1, size2, self._fetcher(log_id, merkle.consistency_nodes(size1, size2))
+        )
 
     def receipt(self, tenant: str, span_id: str) -> Receipt:
         """A checkpointed receipt for a logged span, against the latest checkpoint."""

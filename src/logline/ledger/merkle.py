@@ -9,7 +9,8 @@ Argument names are the same everywhere: `index` (0-based leaf index), `size` (tr
 proof and compares it once, raising `VerificationError` with what was expected and what was found.
 
 Proof *generation* works against any store of perfect-subtree hashes: `node(level, index)` returns
-the hash of the perfect subtree of 2**level leaves starting at leaf `index * 2**level`. Every node of
+the hash of the perfect subtree of 2**level leaves starting at leaf `index * 2**level`. Every node
+of
 an RFC 6962 proof for any tree size is either such a perfect subtree or an "ephemeral" right-edge
 node, which is the hash of a run of perfect subtrees (RFC 9162 §2.1.3); `proof_nodes` lists the
 perfect subtrees a proof needs so a store can fetch them all in one query.
@@ -184,8 +185,10 @@ def tree_root(size: int, node: NodeFetcher) -> bytes:
 # --- proof verification (RFC 9162 §2.1.3.2 and §2.1.4.2) ------------------------------------------
 
 
-def root_from_inclusion_proof(index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes]) -> bytes:
-    """The root implied by an inclusion proof. Raises `VerificationError` if the proof is malformed."""
+def root_from_inclusion_proof(
+    index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes]
+) -> bytes:
+    """The root implied by an inclusion proof; `VerificationError` if the proof is malformed."""
     if not 0 <= index < size:
         raise VerificationError("inclusion proof index", expected=f"< {size}", found=index)
     _check_hashes([leaf_hash, *proof])
@@ -221,10 +224,11 @@ def verify_inclusion(
 def verify_consistency(
     size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
 ) -> None:
-    """Check that the tree of `size2` leaves with `root2` extends the one of `size1` with `root1`."""
+    """Check that the tree of `size2` leaves (`root2`) extends the one of `size1` (`root1`)."""
     if size1 < 0 or size2 < size1:
-        raise VerificationError("consistency proof sizes", expected=f"0 <= {size1} <= {size2}",
-                                found=(size1, size2))
+        raise VerificationError(
+            "consistency proof sizes", expected=f"0 <= {size1} <= {size2}", found=(size1, size2)
+        )
     _check_hashes([root1, root2, *proof])
     if size1 == size2:
         if proof:
@@ -251,7 +255,9 @@ def verify_consistency(
     # 5. for each subsequent value c
     for c in path[1:]:
         if sn == 0:
-            raise VerificationError("consistency proof length", expected="shorter", found=len(proof))
+            raise VerificationError(
+                "consistency proof length", expected="shorter", found=len(proof)
+            )
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
@@ -279,7 +285,9 @@ def _check_hashes(hashes: Sequence[bytes]) -> None:
 # --- appending ------------------------------------------------------------------------------------
 
 
-def append_nodes(size: int, frontier: dict[int, bytes], leaf_hashes: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
+def append_nodes(
+    size: int, frontier: dict[int, bytes], leaf_hashes: Sequence[bytes]
+) -> list[tuple[int, int, bytes]]:
     """The perfect subtrees completed by appending `leaf_hashes` to a tree of `size` leaves.
 
     `frontier` maps level to the hash of the rightmost *incomplete-parent* perfect subtree at that

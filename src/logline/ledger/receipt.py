@@ -62,22 +62,30 @@ class Receipt:
         elif status != "sequenced":
             raise ParseError(f"receipt status must be sequenced or checkpointed, got {status!r}")
         if set(data) != expected:
-            raise ParseError(f"a {status} receipt has exactly the fields {', '.join(sorted(expected))}")
+            raise ParseError(
+                f"a {status} receipt has exactly the fields {', '.join(sorted(expected))}"
+            )
         if not isinstance(data["origin"], str):
             raise ParseError("receipt origin must be a string")
         entry = Entry.from_json(data["entry"])
         if status == "sequenced":
             return cls(data["origin"], entry)
         inclusion = data["inclusion"]
-        if not isinstance(data["checkpoint"], str) or not isinstance(inclusion, list) or not all(
-            isinstance(h, str) for h in inclusion
+        if (
+            not isinstance(data["checkpoint"], str)
+            or not isinstance(inclusion, list)
+            or not all(isinstance(h, str) for h in inclusion)
         ):
-            raise ParseError("receipt checkpoint must be text and inclusion a list of base64 hashes")
+            raise ParseError(
+                "receipt checkpoint must be text and inclusion a list of base64 hashes"
+            )
         proof = tuple(b64decode(h, what="inclusion proof hash") for h in inclusion)
         return cls(data["origin"], entry, data["checkpoint"], proof)
 
 
-def verify_receipt(receipt: Receipt, verifier: NoteVerifier, span: Span | None = None) -> Checkpoint:
+def verify_receipt(
+    receipt: Receipt, verifier: NoteVerifier, span: Span | None = None
+) -> Checkpoint:
     """Check a checkpointed receipt offline; with `span`, also check it is the span logged.
 
     Steps: (1) the checkpoint note is signed by `verifier` and names the receipt's origin;
@@ -92,15 +100,18 @@ def verify_receipt(receipt: Receipt, verifier: NoteVerifier, span: Span | None =
     # 2.
     if receipt.seq >= checkpoint.size:
         raise VerificationError("receipt seq", expected=f"< {checkpoint.size}", found=receipt.seq)
-    verify_inclusion(receipt.seq, checkpoint.size, receipt.entry.leaf_hash(), receipt.inclusion,
-                     checkpoint.root)
+    verify_inclusion(
+        receipt.seq, checkpoint.size, receipt.entry.leaf_hash(), receipt.inclusion, checkpoint.root
+    )
     # 3.
     if span is not None:
         if span.hash != receipt.entry.span_hash:
-            raise VerificationError("span hash", expected=receipt.entry.span_hash.hex(),
-                                    found=span.hash.hex())
+            raise VerificationError(
+                "span hash", expected=receipt.entry.span_hash.hex(), found=span.hash.hex()
+            )
         if span.signature != receipt.entry.signature:
-            raise VerificationError("span signature", expected="the one in the entry",
-                                    found="a different one")
+            raise VerificationError(
+                "span signature", expected="the one in the entry", found="a different one"
+            )
         span.verify(PublicKey.parse(receipt.entry.key))
     return checkpoint

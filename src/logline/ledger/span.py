@@ -16,7 +16,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from logline.canonical import b64decode, b64encode, canonicalize, canonicalize_simple, sha256
+from logline.canonical import (
+    b64decode,
+    b64encode,
+    canonicalize,
+    canonicalize_simple,
+    loads,
+    sha256,
+)
 from logline.errors import InvalidIdentifier, InvalidInput, InvalidSpan, ParseError
 from logline.identity.ids import LogLineId, check_kind, check_tag, check_tenant, check_uuid7, uuid7
 from logline.identity.keys import SPAN_DOMAIN, PrivateKey, PublicKey, domain_message
@@ -138,8 +145,9 @@ def build_body(
     }
 
 
-def sign_body(key: PrivateKey, body: dict[str, Any], payload: Any = None,
-              limits: Limits = DEFAULT_LIMITS) -> Span:
+def sign_body(
+    key: PrivateKey, body: dict[str, Any], payload: Any = None, limits: Limits = DEFAULT_LIMITS
+) -> Span:
     """Validate `body`, then sign it with `key`."""
     body_bytes = check_body(body, limits)
     digest = sha256(body_bytes)
@@ -147,8 +155,9 @@ def sign_body(key: PrivateKey, body: dict[str, Any], payload: Any = None,
     return _attach_payload(Span(body, body_bytes, digest, signature), payload, limits)
 
 
-def new_span(key: PrivateKey, *, payload: Any = None, limits: Limits = DEFAULT_LIMITS,
-             **fields: Any) -> Span:
+def new_span(
+    key: PrivateKey, *, payload: Any = None, limits: Limits = DEFAULT_LIMITS, **fields: Any
+) -> Span:
     """Build, validate and sign a span in one step (see `build_body` for the fields)."""
     return sign_body(key, build_body(payload=payload, **fields), payload, limits)
 
@@ -178,32 +187,36 @@ def parse_span(data: Any, limits: Limits = DEFAULT_LIMITS) -> Span:
 
 def span_from_stored(body_bytes: bytes, signature: bytes, payload_bytes: bytes | None) -> Span:
     """Rebuild a span from bytes this instance stored (already validated when written)."""
-    from logline.canonical import loads
-
     body = loads(body_bytes)
     payload = None if payload_bytes is None else loads(payload_bytes)
     return Span(body, body_bytes, sha256(body_bytes), signature, payload, payload_bytes)
 
 
-def _attach_payload(span: Span, payload: Any, limits: Limits, *, present: bool | None = None) -> Span:
+def _attach_payload(
+    span: Span, payload: Any, limits: Limits, *, present: bool | None = None
+) -> Span:
     digest = span.body["payload_digest"]
     has_payload = payload is not None if present is None else present
     if not has_payload:
         return span
     if digest is None:
-        raise InvalidSpan("the body has no payload_digest, so the span carries no payload",
-                          field="payload")
+        raise InvalidSpan(
+            "the body has no payload_digest, so the span carries no payload", field="payload"
+        )
     try:
         payload_bytes = canonicalize(payload)
     except InvalidInput as exc:
         raise InvalidSpan(str(exc), field="payload") from exc
     if len(payload_bytes) > limits.max_payload_bytes:
-        raise InvalidSpan(f"is {len(payload_bytes)} bytes canonical, the limit is "
-                          f"{limits.max_payload_bytes}", field="payload")
+        raise InvalidSpan(
+            f"is {len(payload_bytes)} bytes canonical, the limit is {limits.max_payload_bytes}",
+            field="payload",
+        )
     found = "sha256:" + sha256(payload_bytes).hex()
     if found != digest:
-        raise InvalidSpan(f"digest {found} does not match the body's payload_digest {digest}",
-                          field="payload")
+        raise InvalidSpan(
+            f"digest {found} does not match the body's payload_digest {digest}", field="payload"
+        )
     return Span(span.body, span.body_bytes, span.hash, span.signature, payload, payload_bytes)
 
 
@@ -229,8 +242,9 @@ def check_body(body: Any, limits: Limits = DEFAULT_LIMITS) -> bytes:
         raise InvalidSpan(str(exc), field="body.ts") from exc
     title = _string(body, "title")
     if not title.strip() or len(title) > limits.max_title_chars:
-        raise InvalidSpan(f"must be 1-{limits.max_title_chars} characters and not blank",
-                          field="body.title")
+        raise InvalidSpan(
+            f"must be 1-{limits.max_title_chars} characters and not blank", field="body.title"
+        )
     if _string(body, "status") not in STATUSES:
         raise InvalidSpan(f"must be one of {', '.join(STATUSES)}", field="body.status")
     if _string(body, "visibility") not in VISIBILITIES:
@@ -244,8 +258,10 @@ def check_body(body: Any, limits: Limits = DEFAULT_LIMITS) -> bytes:
     for name in LINK_FIELDS:
         value = body[name]
         if value is not None and not (isinstance(value, str) and _LINK.fullmatch(value)):
-            raise InvalidSpan("must be null or 1-128 characters of letters, digits and '._:/-'",
-                              field=f"body.{name}")
+            raise InvalidSpan(
+                "must be null or 1-128 characters of letters, digits and '._:/-'",
+                field=f"body.{name}",
+            )
     _check_tags(body["tags"], limits)
     try:
         canonical = canonicalize_simple(body)
@@ -253,8 +269,10 @@ def check_body(body: Any, limits: Limits = DEFAULT_LIMITS) -> bytes:
     except (UnicodeEncodeError, UnicodeDecodeError) as exc:
         raise InvalidSpan("holds a string that is not valid UTF-8", field="body") from exc
     if len(canonical) > limits.max_body_bytes:
-        raise InvalidSpan(f"is {len(canonical)} bytes canonical, the limit is "
-                          f"{limits.max_body_bytes}", field="body")
+        raise InvalidSpan(
+            f"is {len(canonical)} bytes canonical, the limit is {limits.max_body_bytes}",
+            field="body",
+        )
     return canonical
 
 
@@ -276,7 +294,9 @@ def _check_tags(tags: Any, limits: Limits) -> None:
     if not isinstance(tags, list):
         raise InvalidSpan("must be a list of strings", field="body.tags")
     if len(tags) > limits.max_tags:
-        raise InvalidSpan(f"has {len(tags)} tags, the limit is {limits.max_tags}", field="body.tags")
+        raise InvalidSpan(
+            f"has {len(tags)} tags, the limit is {limits.max_tags}", field="body.tags"
+        )
     for i, tag in enumerate(tags):
         try:
             check_tag(tag)

@@ -31,7 +31,7 @@ def parse_ts(text: str) -> datetime:
             f"got {str(text)[:40]!r}"
         )
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return datetime.fromisoformat(text)
     except ValueError as exc:
         raise InvalidInput(f"timestamp {text!r} is not a real date and time") from exc
 

@@ -1,15 +1,15 @@
 """Storage backends behind one interface, and the migrations that create their schema.
 
-    >>> store = open_store("sqlite:////tmp/logline.db")   # migrates to the current schema
-    >>> store.logs()
-    []
+>>> store = open_store("sqlite:////tmp/logline.db")   # migrates to the current schema
+>>> store.logs()
+[]
 """
 
 from __future__ import annotations
 
 import fcntl
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -32,8 +32,9 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
 
         store = PostgresStore(url.replace("postgres://", "postgresql://", 1))
     else:
-        raise StorageError(f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:/// or "
-                           "postgresql://")
+        raise StorageError(
+            f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://"
+        )
     if migrate:
         try:
             upgrade(store)

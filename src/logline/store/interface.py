@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from logline.ledger.entry import Entry
 from logline.ledger.merkle import NodeId
-from logline.ledger.span import Span
+from logline.ledger.span import Span, span_from_stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +29,28 @@ class LogHead:
 
 @dataclass(frozen=True, slots=True)
 class StoredSpan:
-    """A span as the log holds it: the author's span, the log's entry, and derived marks."""
+    """A span as the log holds it: the stored bytes, parsed on access.
+
+    Parsing is deferred so that `verify` can attribute unreadable bytes to their entry instead of
+    failing to read the log at all.
+    """
 
     tenant: str
-    span: Span
-    entry: Entry
+    seq: int
+    leaf: bytes
+    body: bytes
+    signature: bytes
+    payload: bytes | None
     reverted_by: str | None = None
     redacted_by: str | None = None
 
     @property
-    def seq(self) -> int:
-        return self.entry.seq
+    def span(self) -> Span:
+        return span_from_stored(self.body, self.signature, self.payload)
+
+    @property
+    def entry(self) -> Entry:
+        return Entry.from_leaf_data(self.leaf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +168,14 @@ class Tx(ABC):
     def insert_identity(self, record: IdentityRecord) -> None: ...
 
     @abstractmethod
-    def update_identity(self, identity: str, *, public_key: str | None = None,
-                        status: str | None = None, claimed_by: str | None = None) -> None: ...
+    def update_identity(
+        self,
+        identity: str,
+        *,
+        public_key: str | None = None,
+        status: str | None = None,
+        claimed_by: str | None = None,
+    ) -> None: ...
 
     @abstractmethod
     def insert_key(self, record: KeyRecord) -> None: ...
@@ -167,8 +184,14 @@ class Tx(ABC):
     def close_key(self, identity: str, public_key: str, valid_until: str) -> None: ...
 
     @abstractmethod
-    def mark_span(self, log_id: int, span_id: str, *, reverted_by: str | None = None,
-                  redacted_by: str | None = None) -> None: ...
+    def mark_span(
+        self,
+        log_id: int,
+        span_id: str,
+        *,
+        reverted_by: str | None = None,
+        redacted_by: str | None = None,
+    ) -> None: ...
 
     @abstractmethod
     def delete_payload(self, log_id: int, span_id: str) -> bool:

@@ -1,4 +1,6 @@
-"""PostgreSQL backend (psycopg 3). Appends lock the tenant's `logs` row (`FOR UPDATE`), so writers in
+"""PostgreSQL backend (psycopg 3).
+
+Appends lock the tenant's `logs` row (`FOR UPDATE`), so writers in
 any number of processes append to one tenant in a single order, while tenants proceed in parallel.
 """
 
@@ -15,7 +17,7 @@ from logline.store.sql import Connection, SqlStore
 try:
     import psycopg
 except ImportError:  # pragma: no cover - depends on the install
-    psycopg = None
+    psycopg = None  # type: ignore[assignment]
 
 
 def driver_url(url: str) -> str:

@@ -1,7 +1,7 @@
 """Load the named SQL blocks of one dialect from `store/sql/<dialect>.sql`.
 
-    >>> load_queries("sqlite")["log_head"]
-    'SELECT id, tenant, size FROM logs WHERE tenant = :tenant;'
+>>> load_queries("sqlite")["log_head"]
+'SELECT id, tenant, size FROM logs WHERE tenant = :tenant;'
 """
 
 from __future__ import annotations

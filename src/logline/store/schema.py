@@ -28,6 +28,9 @@ SPAN_ID = String(36)
 IDENTITY = String(80)
 KEY = String(60)
 
+DENSE_INDEXES = ("kind", "author", "ts", "status")
+SPARSE_INDEXES = ("caused_by", "replay_of", "contract_id", "workflow_id", "flow_id")
+
 logs = Table(
     "logs",
     metadata,
@@ -66,9 +69,13 @@ entries = Table(
     PrimaryKeyConstraint("log_id", "seq"),
     UniqueConstraint("log_id", "span_id", name="uq_entries_span_id"),
 )
-for _column in ("kind", "author", "ts", "status", "caused_by", "replay_of",
-                "contract_id", "workflow_id", "flow_id"):  # fmt: skip
+for _column in DENSE_INDEXES:
     Index(f"ix_entries_{_column}", entries.c.log_id, entries.c[_column], entries.c.seq)
+for _column in SPARSE_INDEXES:
+    # Most spans leave these links null: partial indexes cost nothing for them on the write path.
+    _not_null = entries.c[_column].isnot(None)
+    Index(f"ix_entries_{_column}", entries.c.log_id, entries.c[_column], entries.c.seq,
+          sqlite_where=_not_null, postgresql_where=_not_null)  # fmt: skip
 
 span_tags = Table(
     "span_tags",

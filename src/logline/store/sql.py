@@ -15,9 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from logline.errors import InvalidInput
-from logline.ledger.entry import Entry
 from logline.ledger.merkle import NodeId
-from logline.ledger.span import span_from_stored
 from logline.store.interface import (
     CheckpointRecord,
     IdentityRecord,
@@ -26,8 +24,8 @@ from logline.store.interface import (
     NewEntry,
     Page,
     Query,
-    Store,
     SpanRef,
+    Store,
     StoredSpan,
     Tx,
 )
@@ -79,18 +77,24 @@ class SqlTx(Tx):
         return _select_nodes(self.c, log_id, ids)
 
     def existing_span_ids(self, log_id: int, span_ids: Sequence[str]) -> set[str]:
-        rows = self.c.all("existing_span_ids",
-                          {"log_id": log_id, "span_ids": self.c.listify(list(span_ids))})
+        rows = self.c.all(
+            "existing_span_ids", {"log_id": log_id, "span_ids": self.c.listify(list(span_ids))}
+        )
         return {str(r[0]) for r in rows}
 
     def span_ref(self, log_id: int, span_id: str) -> SpanRef | None:
         row = self.c.one("span_ref", {"log_id": log_id, "span_id": span_id})
         if row is None:
             return None
-        return SpanRef(int(row[0]), *row[1:7], has_payload=bool(row[7]))
+        seq, author, kind, status, digest, reverted_by, redacted_by, payloads = row
+        return SpanRef(
+            int(seq), author, kind, status, digest, reverted_by, redacted_by, bool(payloads)
+        )
 
     def insert_entries(self, log_id: int, rows: Sequence[NewEntry]) -> None:
-        entries, tags, payloads = [], [], []
+        entries: list[dict[str, Any]] = []
+        tags: list[dict[str, Any]] = []
+        payloads: list[dict[str, Any]] = []
         for row in rows:
             body, seq = row.span.body, row.entry.seq
             entries.append({
@@ -132,10 +136,18 @@ class SqlTx(Tx):
             "expires_at": record.expires_at, "claimed_by": record.claimed_by,
         })  # fmt: skip
 
-    def update_identity(self, identity: str, *, public_key: str | None = None,
-                        status: str | None = None, claimed_by: str | None = None) -> None:
-        self.c.run("update_identity", {"id": identity, "public_key": public_key,
-                                       "status": status, "claimed_by": claimed_by})
+    def update_identity(
+        self,
+        identity: str,
+        *,
+        public_key: str | None = None,
+        status: str | None = None,
+        claimed_by: str | None = None,
+    ) -> None:
+        self.c.run(
+            "update_identity",
+            {"id": identity, "public_key": public_key, "status": status, "claimed_by": claimed_by},
+        )
 
     def insert_key(self, record: KeyRecord) -> None:
         self.c.run("insert_key", {
@@ -145,11 +157,19 @@ class SqlTx(Tx):
         })  # fmt: skip
 
     def close_key(self, identity: str, public_key: str, valid_until: str) -> None:
-        self.c.run("close_key", {"identity": identity, "public_key": public_key,
-                                 "valid_until": valid_until})
+        self.c.run(
+            "close_key",
+            {"identity": identity, "public_key": public_key, "valid_until": valid_until},
+        )
 
-    def mark_span(self, log_id: int, span_id: str, *, reverted_by: str | None = None,
-                  redacted_by: str | None = None) -> None:
+    def mark_span(
+        self,
+        log_id: int,
+        span_id: str,
+        *,
+        reverted_by: str | None = None,
+        redacted_by: str | None = None,
+    ) -> None:
         if reverted_by is not None:
             self.c.run("mark_reverted", {"log_id": log_id, "span_id": span_id, "by": reverted_by})
         if redacted_by is not None:
@@ -173,14 +193,16 @@ def _identity(row: Row) -> IdentityRecord:
 
 def _stored(tenant: str, row: Row) -> StoredSpan:
     seq, _span_hash, leaf, body, signature, reverted_by, redacted_by, payload = row
-    entry = Entry.from_leaf_data(bytes(leaf))
-    if entry.seq != seq:
-        # The leaf is the source of truth for verification; a mismatch here means tampering,
-        # which `verify` reports. Keep the stored seq so the entry can still be located.
-        entry = Entry(seq, entry.span_id, entry.span_hash, entry.key, entry.signature,
-                      entry.received, entry.decision)
-    span = span_from_stored(bytes(body), bytes(signature), None if payload is None else bytes(payload))
-    return StoredSpan(tenant, span, entry, reverted_by, redacted_by)
+    return StoredSpan(
+        tenant,
+        int(seq),
+        bytes(leaf),
+        bytes(body),
+        bytes(signature),
+        None if payload is None else bytes(payload),
+        reverted_by,
+        redacted_by,
+    )
 
 
 class SqlStore(Store):
@@ -265,8 +287,10 @@ class SqlStore(Store):
             return
         while start < end:
             with self._read() as c:
-                rows = c.all("select_span_range",
-                             {"log_id": head.log_id, "start": start, "end": end, "limit": batch})
+                rows = c.all(
+                    "select_span_range",
+                    {"log_id": head.log_id, "start": start, "end": end, "limit": batch},
+                )
             if not rows:
                 return
             for row in rows:
@@ -303,8 +327,10 @@ class SqlStore(Store):
             where.append("e.seq < :before_seq")
             params["before_seq"] = query.before_seq
         for i, tag in enumerate(query.tags):
-            where.append(f"e.seq IN (SELECT t.seq FROM span_tags t WHERE t.log_id = :log_id "
-                         f"AND t.tag = :tag{i})")
+            where.append(
+                f"e.seq IN (SELECT t.seq FROM span_tags t WHERE t.log_id = :log_id "
+                f"AND t.tag = :tag{i})"
+            )
             params[f"tag{i}"] = tag
         order = "DESC" if query.descending else "ASC"
         sql = (
@@ -354,9 +380,16 @@ class SqlStore(Store):
     def insert_checkpoint(self, log_id: int, record: CheckpointRecord) -> None:
         conn = self._conn()
         with self.wrap_exceptions(), self._transaction(conn):
-            conn.run("insert_checkpoint", {"log_id": log_id, "size": record.size,
-                                           "root": record.root, "note": record.note,
-                                           "created_at": record.created_at})
+            conn.run(
+                "insert_checkpoint",
+                {
+                    "log_id": log_id,
+                    "size": record.size,
+                    "root": record.root,
+                    "note": record.note,
+                    "created_at": record.created_at,
+                },
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -364,7 +397,7 @@ class SqlStore(Store):
         for conn in conns:
             try:
                 conn.raw.close()
-            except Exception:  # noqa: BLE001 - closing is best effort; a dead connection is closed
+            except Exception:
                 pass
         self._local = threading.local()
 

@@ -38,8 +38,9 @@ class SqliteStore(SqlStore):
         self._queries = load_queries("sqlite")
 
     def _connect(self) -> Connection:
-        raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                              timeout=BUSY_TIMEOUT_MS / 1000)
+        raw = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute(f"PRAGMA synchronous={self.synchronous}")
         raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

@@ -18,8 +18,8 @@ TS = sa.String(27)
 SPAN_ID = sa.String(36)
 IDENTITY = sa.String(80)
 KEY = sa.String(60)
-ENTRY_INDEXES = ("kind", "author", "ts", "status", "caused_by", "replay_of",
-                 "contract_id", "workflow_id", "flow_id")  # fmt: skip
+DENSE_INDEXES = ("kind", "author", "ts", "status")
+SPARSE_INDEXES = ("caused_by", "replay_of", "contract_id", "workflow_id", "flow_id")
 
 
 def upgrade() -> None:
@@ -58,8 +58,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("log_id", "seq"),
         sa.UniqueConstraint("log_id", "span_id", name="uq_entries_span_id"),
     )
-    for column in ENTRY_INDEXES:
+    for column in DENSE_INDEXES:
         op.create_index(f"ix_entries_{column}", "entries", ["log_id", column, "seq"])
+    for column in SPARSE_INDEXES:
+        not_null = sa.text(f"{column} IS NOT NULL")
+        op.create_index(f"ix_entries_{column}", "entries", ["log_id", column, "seq"],
+                        sqlite_where=not_null, postgresql_where=not_null)  # fmt: skip
     op.create_table(
         "span_tags",
         sa.Column("log_id", sa.Integer, nullable=False),

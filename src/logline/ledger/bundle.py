@@ -1,0 +1,324 @@
+"""Bundles: a tenant's log, or a range of it, as NDJSON that verifies offline.
+
+    >>> with open("acme.ndjson", "w") as out:
+    ...     export_bundle(log, "acme", out)
+    >>> summary = verify_bundle(open("acme.ndjson"))          # no database needed
+    >>> import_bundle(log, open("acme.ndjson"))               # verifies, then stores
+
+Lines, in this order (docs/PROTOCOL.md §7): one `header`; one `key` per key of every author in the
+range; one `left` with the hashes of the perfect subtrees covering [0, start) if start > 0; one
+`entry` per entry in [start, end); one `consistency` with the proof from end to the checkpoint's
+size if they differ; one `checkpoint` with the signed note. The verifier recomputes the tree of size
+`end` from `left` and the entries, and proves it consistent with the signed checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+from logline.canonical import b64decode, b64encode, canonicalize, loads
+from logline.errors import Conflict, LogLineError, NotFound, ParseError, VerificationError
+from logline.identity import documents
+from logline.identity.ids import LogLineId
+from logline.ledger import merkle
+from logline.ledger.admission import SYSTEM_KINDS, Admission, Prepared
+from logline.ledger.checkpoint import NoteVerifier, open_checkpoint
+from logline.ledger.entry import Entry
+from logline.ledger.log import Log
+from logline.ledger.span import parse_span
+from logline.ledger.timefmt import now_ts
+from logline.ledger.verify import Item, LogVerifier, Summary
+from logline.store.interface import IdentityRecord, KeyRecord, NewEntry, Tx
+
+BUNDLE_TYPE = "logline.bundle"
+BUNDLE_VERSION = 1
+Progress = Callable[[int, int], None]
+
+
+def export_bundle(
+    log: Log,
+    tenant: str,
+    out: IO[str],
+    *,
+    start: int = 0,
+    end: int | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Write the bundle of entries [start, end) under the latest checkpoint.
+
+    Returns the number of entries written.
+    """
+    record = log.checkpoint(tenant)
+    head = log.head(tenant)
+    size = record.size
+    end = size if end is None else end
+    if not 0 <= start < end <= size:
+        raise NotFound(f"range [{start}, {end}) is not within the checkpointed log of size {size}")
+
+    def line(obj: dict[str, Any]) -> None:
+        out.write(canonicalize(obj).decode() + "\n")
+
+    line({"type": BUNDLE_TYPE, "v": BUNDLE_VERSION, "origin": log.origin(tenant), "tenant": tenant,
+          "log_key": str(log.verifier()), "start": start, "end": end, "tree_size": size,
+          "exported_at": now_ts()})  # fmt: skip
+    authors = sorted({s.span.author for s in log.store.spans(tenant, start, end)})
+    for author in authors:
+        for key in log.store.keys(author):
+            line({"type": "key", "identity": key.identity, "public_key": key.public_key,
+                  "valid_from": key.valid_from, "valid_until": key.valid_until,
+                  "span_id": key.span_id})  # fmt: skip
+    if start:
+        ids = merkle.range_nodes(0, start)
+        nodes = log.store.nodes(head.log_id, ids)
+        line({"type": "left", "hashes": [b64encode(nodes[n]) for n in ids]})
+    written = 0
+    for stored in log.store.spans(tenant, start, end):
+        span = stored.span
+        obj: dict[str, Any] = {
+            "type": "entry",
+            "seq": stored.seq,
+            "entry": loads(stored.leaf),
+            "span": span.to_json(),
+        }
+        if stored.redacted_by is not None:
+            obj["redacted_by"] = stored.redacted_by
+        line(obj)
+        written += 1
+        if progress is not None:
+            progress(written, end - start)
+    if end < size:
+        proof = log.consistency_proof(tenant, end, size)
+        line(
+            {
+                "type": "consistency",
+                "size1": end,
+                "size2": size,
+                "hashes": [b64encode(h) for h in proof],
+            }
+        )
+    line({"type": "checkpoint", "note": record.note})
+    return written
+
+
+def _lines(source: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, text in enumerate(source, 1):
+        if not text.strip():
+            continue
+        try:
+            obj = loads(text)
+        except ParseError as exc:
+            raise ParseError(f"bundle line {number}: {exc}") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            raise ParseError(f"bundle line {number}: not an object with a type")
+        yield number, obj
+
+
+def _fields(number: int, obj: dict[str, Any], *names: str, optional: tuple[str, ...] = ()) -> None:
+    missing = [n for n in names if n not in obj]
+    extra = sorted(set(obj) - {"type", *names, *optional})
+    if missing or extra:
+        raise ParseError(
+            f"bundle line {number} ({obj['type']}): missing {missing or 'nothing'}, "
+            f"unknown {extra or 'nothing'}"
+        )
+
+
+def _int(number: int, obj: dict[str, Any], name: str) -> int:
+    value = obj[name]
+    if type(value) is not int or value < 0:
+        raise ParseError(f"bundle line {number}: {name} must be a non-negative integer")
+    return value
+
+
+def read_bundle(
+    source: Iterable[str],
+    *,
+    trusted_key: NoteVerifier | None = None,
+    progress: Progress | None = None,
+    on_entry: Callable[[Item, dict[str, Any]], None] | None = None,
+) -> Summary:
+    """Verify a bundle line by line. `trusted_key` pins the log key (else the header's is used)."""
+    lines = _lines(source)
+    number, header = next(lines, (0, {"type": "<empty>"}))
+    if header.get("type") != BUNDLE_TYPE:
+        raise ParseError(f"not a LogLine bundle: first line has type {header.get('type')!r}")
+    _fields(
+        number,
+        header,
+        "v",
+        "origin",
+        "tenant",
+        "log_key",
+        "start",
+        "end",
+        "tree_size",
+        "exported_at",
+    )
+    if header["v"] != BUNDLE_VERSION:
+        raise ParseError(f"unsupported bundle version {header['v']!r}")
+    start, end, size = (_int(number, header, n) for n in ("start", "end", "tree_size"))
+    if not start < end <= size:
+        raise ParseError(f"bundle range [{start}, {end}) of tree size {size} is not valid")
+    log_key = NoteVerifier.parse(str(header["log_key"]))
+    if trusted_key is not None and str(trusted_key) != str(log_key):
+        raise VerificationError("log key", expected=str(trusted_key), found=str(log_key))
+    if header["origin"] != f"{log_key.name}/{header['tenant']}":
+        raise VerificationError(
+            "bundle origin", expected=f"{log_key.name}/{header['tenant']}", found=header["origin"]
+        )
+    keys: list[KeyRecord] = []
+    left: list[bytes] = []
+    verifier: LogVerifier | None = None
+    consistency: list[bytes] | None = None
+    for number, obj in lines:
+        kind = obj["type"]
+        if kind == "key" and verifier is None:
+            _fields(number, obj, "identity", "public_key", "valid_from", "valid_until", "span_id")
+            keys.append(
+                KeyRecord(
+                    obj["identity"],
+                    obj["public_key"],
+                    obj["valid_from"],
+                    obj["valid_until"],
+                    obj["span_id"],
+                )
+            )
+        elif kind == "left" and verifier is None:
+            _fields(number, obj, "hashes")
+            left = [b64decode(h, what="left hash") for h in obj["hashes"]]
+        elif kind == "entry":
+            if verifier is None:
+                verifier = LogVerifier(header["origin"], log_key, keys, start=start, left=left)
+            _fields(number, obj, "seq", "entry", "span", optional=("redacted_by",))
+            item = Item(
+                _int(number, obj, "seq"),
+                canonicalize(obj["entry"]),
+                obj["span"],
+                obj.get("redacted_by"),
+            )
+            verifier.add(item)
+            if on_entry is not None:
+                on_entry(item, obj)
+            if progress is not None:
+                progress(verifier.size - start, end - start)
+        elif kind == "consistency" and verifier is not None and consistency is None:
+            _fields(number, obj, "size1", "size2", "hashes")
+            consistency = [b64decode(h, what="consistency hash") for h in obj["hashes"]]
+        elif kind == "checkpoint" and verifier is not None:
+            _fields(number, obj, "note")
+            if verifier.size != end:
+                raise VerificationError(
+                    "bundle entries", expected=end - start, found=verifier.size - start
+                )
+            if consistency is None:
+                verifier.check_checkpoint(obj["note"])
+            else:
+                verifier.check_consistency_to(obj["note"], consistency)
+            checkpoint = open_checkpoint(obj["note"], log_key)
+            if checkpoint.size != size:
+                raise VerificationError("checkpoint size", expected=size, found=checkpoint.size)
+            if next(lines, None) is not None:
+                raise ParseError("bundle has lines after its checkpoint")
+            return verifier.finish(complete=start == 0 and end == size)
+        else:
+            raise ParseError(f"bundle line {number}: unexpected {kind!r} line here")
+    raise VerificationError("bundle", expected="a checkpoint line at the end", found="none")
+
+
+def verify_bundle(
+    source: Iterable[str],
+    *,
+    trusted_key: NoteVerifier | None = None,
+    progress: Progress | None = None,
+) -> Summary:
+    return read_bundle(source, trusted_key=trusted_key, progress=progress)
+
+
+def import_bundle(
+    log: Log,
+    source: Iterable[str],
+    *,
+    trusted_key: NoteVerifier | None = None,
+    progress: Progress | None = None,
+) -> Summary:
+    """Verify a bundle completely, then store its entries as a replica of its log.
+
+    Nothing is stored unless the whole bundle verifies. The local log of the tenant must hold
+    exactly the bundle's first `start` entries (none, for a bundle from the start), with the same
+    tree. Identities registered in the bundle, and key records of authors registered elsewhere,
+    are stored too, so the replica verifies on its own.
+    """
+    rows: list[NewEntry] = []
+
+    def collect(item: Item, obj: dict[str, Any]) -> None:
+        rows.append(NewEntry(parse_span(obj["span"]), Entry.from_leaf_data(item.leaf), item.leaf))
+
+    summary = read_bundle(source, trusted_key=trusted_key, progress=progress, on_entry=collect)
+    _store_replica(log, summary, rows)
+    return summary
+
+
+def _store_replica(log: Log, summary: Summary, rows: list[NewEntry]) -> None:
+    tenant = summary.origin.rpartition("/")[2]
+    with log.store.write() as tx:
+        head = tx.lock_log(tenant, now_ts())
+        if head.size != summary.start:
+            raise Conflict(
+                f"the local log of {tenant} has {head.size} entries; this bundle "
+                f"starts at {summary.start}"
+            )
+        ids = merkle.range_nodes(0, head.size)
+        stored = tx.nodes(head.log_id, ids)
+        frontier = {level: stored[(level, index)] for level, index in ids}
+        nodes = merkle.append_nodes(
+            head.size, frontier, [merkle.leaf_hash(row.leaf) for row in rows]
+        )
+        root = merkle.fold_right([frontier[lv] for lv in sorted(frontier, reverse=True)])
+        if root != summary.root:
+            raise Conflict(
+                "the local log's tree differs from the tree this bundle extends",
+            )
+        tx.insert_entries(head.log_id, rows)
+        tx.insert_nodes(head.log_id, nodes)
+        tx.set_size(head.log_id, summary.size)
+        created = {row.span.author for row in rows if row.span.kind == documents.CREATED}
+        by_identity: dict[str, list[KeyRecord]] = {}
+        for record in summary.keys:
+            by_identity.setdefault(record.identity, []).append(record)
+        for identity, records in by_identity.items():
+            if identity not in created and tx.identity(identity) is None:
+                _insert_foreign_identity(tx, tenant, records)
+        # Replay the effects of identity documents, reverts and redactions in log order, each at
+        # its entry's own received time, exactly as admission applied them at the source.
+        for row in rows:
+            if row.span.kind not in SYSTEM_KINDS and row.span.body["status"] != "reverted":
+                continue
+            admission = Admission(tx, head.log_id, tenant, row.entry.received, set())
+            try:
+                admission.admit([Prepared(row.span, row.entry.key)])
+            except LogLineError as exc:
+                raise VerificationError(
+                    f"replaying {row.span.kind}: {exc}", seq=row.entry.seq
+                ) from exc
+            admission.apply()
+
+
+def _insert_foreign_identity(tx: Tx, tenant: str, records: list[KeyRecord]) -> None:
+    """An author registered on another log: its key history, as the bundle's key lines give it."""
+    current = next((r for r in records if r.valid_until is None), records[-1])
+    first = min(records, key=lambda r: r.valid_from)
+    identity = LogLineId.parse(current.identity)
+    tx.insert_identity(
+        IdentityRecord(
+            current.identity,
+            identity.kind,
+            current.public_key,
+            "active",
+            tenant,
+            first.valid_from,
+            first.span_id,
+        )
+    )
+    for record in records:
+        tx.insert_key(record)
