@@ -195,16 +195,25 @@ class Log:
         by_tenant: dict[str, list[_Group]] = {}
         for group in batch:
             by_tenant.setdefault(group.tenant, []).append(group)
+        committed = False
         try:
             with self.store.write() as tx:
                 for tenant in sorted(by_tenant):  # one lock order across processes: no deadlock
                     self._commit_tenant(tx, tenant, by_tenant[tenant], received)
-        except LogLineError as exc:
-            error = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+            committed = True
+        except Exception as exc:
+            error = (
+                exc if isinstance(exc, LogLineError) else StorageError(f"commit failed: {exc!r}")
+            )
             for group in batch:
-                group.error, group.entries = group.error or error, []
+                group.error = group.error or error
         finally:
+            # Without a commit no group of this batch was logged, whatever admission said: every
+            # waiter gets an error, and none may return as if acknowledged.
             for group in batch:
+                if not committed:
+                    group.error = group.error or StorageError("commit interrupted")
+                    group.entries = []
                 group.done = True
 
     def _commit_tenant(self, tx: Tx, tenant: str, groups: list[_Group], received: str) -> None:
