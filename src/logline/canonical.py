@@ -125,9 +125,13 @@ def b64encode(data: bytes) -> str:
 
 def b64decode(text: str, *, what: str = "base64 value") -> bytes:
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError, AttributeError) as exc:
         raise ParseError(f"{what} is not valid base64") from exc
+    # Refuse non-canonical encodings (stray padding bits), so that one value has one text form.
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ParseError(f"{what} is not canonical base64")
+    return raw
 
 
 def hex_decode(text: str, *, what: str = "hex value", size: int | None = None) -> bytes:

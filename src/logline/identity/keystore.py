@@ -16,7 +16,8 @@ The file is UTF-8 JSON, mode 0600, replaced atomically on every write:
       }
     }
 
-Base64 is standard with padding (RFC 4648 §4). Cryptography:
+Base64 is standard with padding (RFC 4648 §4). `n` is a power of two from 2**10 to 2**20 (default
+2**15); `r` and `p` are always 8 and 1. Cryptography:
 
 * key = scrypt(NFC-normalized UTF-8 passphrase, salt, n, r, p) → 32 bytes, derived once per open;
 * every ciphertext is AES-256-GCM under that key with a fresh random 12-byte nonce (tag appended);
@@ -50,7 +51,7 @@ from logline.canonical import b64decode, b64encode, loads
 from logline.errors import InvalidInput, KeystoreError, NotFound, ParseError, WrongPassphrase
 from logline.identity.ids import LogLineId
 from logline.identity.keys import PrivateKey, PublicKey
-from logline.ledger.timefmt import now_ts, parse_ts
+from logline.ledger.timefmt import format_ts, now_ts, parse_ts
 
 PASSPHRASE_ENV = "LOGLINE_PASSPHRASE"
 DEFAULT_N = 2**15
@@ -65,6 +66,7 @@ _CHECK_PLAINTEXT = b"logline-keystore/v1 passphrase check"
 T = TypeVar("T")
 StrPath = str | os.PathLike[str]
 Sealed = tuple[bytes, bytes]  # (nonce, AES-GCM ciphertext with its tag)
+Doc = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +77,8 @@ class _Entry:
     ciphertext: bytes
 
     def json(self) -> dict[str, str]:
-        return {"public_key": self.public_key, "created_at": self.created_at} | _json(
-            self.nonce, self.ciphertext
-        )
+        meta = {"public_key": self.public_key, "created_at": self.created_at}
+        return meta | _json(self.nonce, self.ciphertext)
 
 
 class Keystore:
@@ -85,7 +86,7 @@ class Keystore:
 
     __slots__ = ("_aead", "_entries", "_header", "_path")
 
-    def __init__(self, path: Path, aead: AESGCM, header: Any, entries: dict[str, _Entry]) -> None:
+    def __init__(self, path: Path, aead: AESGCM, header: Doc, entries: dict[str, _Entry]) -> None:
         """Internal: use `create` or `open`, which derive the key and validate the file."""
         self._path, self._aead, self._header, self._entries = path, aead, header, entries
 
@@ -100,7 +101,7 @@ class Keystore:
         if target.exists():
             raise KeystoreError(f"{target} already exists; refusing to overwrite a keystore")
         salt = secrets.token_bytes(_SALT_SIZE)
-        aead = AESGCM(_derive(passphrase, salt, n, _R, _P))
+        aead = AESGCM(_derive(passphrase, salt, n))
         header = _header(n, salt, _seal(aead, _CHECK_PLAINTEXT, _CHECK_AAD))
         store = cls(target, aead, header, {})
         store._write(store._entries)
@@ -127,19 +128,16 @@ class Keystore:
             if _field(doc, "v", int) != 1:
                 raise ParseError(f"unsupported version {doc['v']!r}")
             kdf = _field(doc, "kdf", dict)
-            salt = b64decode(_field(kdf, "salt", str), what="salt")
-            n, r, p = _field(kdf, "n", int), _field(kdf, "r", int), _field(kdf, "p", int)
-            if _field(kdf, "name", str) != "scrypt" or len(salt) != _SALT_SIZE:
-                raise ParseError("kdf must be scrypt with a 16-byte salt")
-            if not (_valid_n(n) and r == _R and p == _P):
-                raise ParseError(f"unsupported scrypt parameters n={n}, r={r}, p={p}")
+            n, salt = _field(kdf, "n", int), b64decode(_field(kdf, "salt", str), what="salt")
+            params = (_field(kdf, "name", str), _field(kdf, "r", int), _field(kdf, "p", int))
+            if params != ("scrypt", _R, _P) or not _valid_n(n) or len(salt) != _SALT_SIZE:
+                raise ParseError(f"unsupported kdf parameters {json.dumps(kdf)}")
             check = _parse_sealed(_field(doc, "check", dict), len(_CHECK_PLAINTEXT))
             keys = _field(doc, "keys", dict).items()
             entries = {str(LogLineId.parse(i)): _parse_entry(e) for i, e in keys}
         except InvalidInput as exc:
             raise KeystoreError(f"keystore {target} is corrupt: {exc}") from exc
-
-        aead = AESGCM(_derive(passphrase, salt, n, r, p))
+        aead = AESGCM(_derive(passphrase, salt, n))
         try:
             aead.decrypt(*check, _CHECK_AAD)
         except InvalidTag:
@@ -183,10 +181,9 @@ class Keystore:
         return f"Keystore(path={str(self._path)!r}, identities={len(self._entries)})"
 
     def _require(self, identity: str) -> _Entry:
-        try:
-            return self._entries[identity]
-        except KeyError:
-            raise NotFound(f"no key for {identity!r} in keystore {self._path}") from None
+        if identity not in self._entries:
+            raise NotFound(f"no key for {identity!r} in keystore {self._path}")
+        return self._entries[identity]
 
     def _put(self, identity: str, key: PrivateKey) -> None:
         public_key = str(key.public_key)
@@ -238,10 +235,10 @@ def passphrase_from_env_or_prompt(confirm: bool = False) -> str:
     return passphrase
 
 
-def _derive(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+def _derive(passphrase: str, salt: bytes, n: int) -> bytes:
     # NFC so the same passphrase typed on systems that compose accents differently still opens.
     secret = unicodedata.normalize("NFC", passphrase).encode()
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret)
+    return Scrypt(salt=salt, length=32, n=n, r=_R, p=_P).derive(secret)
 
 
 def _aad(identity: str, public_key: str) -> bytes:
@@ -257,7 +254,7 @@ def _json(nonce: bytes, ciphertext: bytes) -> dict[str, str]:
     return {"nonce": b64encode(nonce), "ciphertext": b64encode(ciphertext)}
 
 
-def _header(n: int, salt: bytes, check: Sealed) -> dict[str, Any]:
+def _header(n: int, salt: bytes, check: Sealed) -> Doc:
     kdf = {"name": "scrypt", "n": n, "r": _R, "p": _P, "salt": b64encode(salt)}
     return {"v": 1, "kdf": kdf, "check": _json(*check)}
 
@@ -284,6 +281,5 @@ def _parse_sealed(obj: object, plaintext_size: int) -> Sealed:
 
 def _parse_entry(entry: object) -> _Entry:
     public_key = str(PublicKey.parse(_field(entry, "public_key", str)))
-    created_at = _field(entry, "created_at", str)
-    parse_ts(created_at)
+    created_at = format_ts(parse_ts(_field(entry, "created_at", str)))
     return _Entry(public_key, created_at, *_parse_sealed(entry, _SEED_SIZE))

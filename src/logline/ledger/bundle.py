@@ -22,7 +22,7 @@ from logline.errors import Conflict, LogLineError, NotFound, ParseError, Verific
 from logline.identity import documents
 from logline.identity.ids import LogLineId
 from logline.ledger import merkle
-from logline.ledger.admission import SYSTEM_KINDS, Admission, Prepared
+from logline.ledger.admission import REDACTION, SYSTEM_KINDS, Admission, Prepared
 from logline.ledger.checkpoint import NoteVerifier, open_checkpoint
 from logline.ledger.entry import Entry
 from logline.ledger.log import Log
@@ -250,16 +250,22 @@ def import_bundle(
     are stored too, so the replica verifies on its own.
     """
     rows: list[NewEntry] = []
+    redacted: dict[str, str] = {}
 
     def collect(item: Item, obj: dict[str, Any]) -> None:
-        rows.append(NewEntry(parse_span(obj["span"]), Entry.from_leaf_data(item.leaf), item.leaf))
+        span = parse_span(obj["span"])
+        rows.append(NewEntry(span, Entry.from_leaf_data(item.leaf), item.leaf))
+        if item.redacted_by is not None:
+            redacted[span.id] = item.redacted_by
 
     summary = read_bundle(source, trusted_key=trusted_key, progress=progress, on_entry=collect)
-    _store_replica(log, summary, rows)
+    _store_replica(log, summary, rows, redacted)
     return summary
 
 
-def _store_replica(log: Log, summary: Summary, rows: list[NewEntry]) -> None:
+def _store_replica(
+    log: Log, summary: Summary, rows: list[NewEntry], redacted: dict[str, str]
+) -> None:
     tenant = summary.origin.rpartition("/")[2]
     with log.store.write() as tx:
         head = tx.lock_log(tenant, now_ts())
@@ -282,6 +288,8 @@ def _store_replica(log: Log, summary: Summary, rows: list[NewEntry]) -> None:
         tx.insert_entries(head.log_id, rows)
         tx.insert_nodes(head.log_id, nodes)
         tx.set_size(head.log_id, summary.size)
+        for span_id, by in redacted.items():
+            tx.mark_span(head.log_id, span_id, redacted_by=by)
         created = {row.span.author for row in rows if row.span.kind == documents.CREATED}
         by_identity: dict[str, list[KeyRecord]] = {}
         for record in summary.keys:
@@ -294,6 +302,8 @@ def _store_replica(log: Log, summary: Summary, rows: list[NewEntry]) -> None:
         for row in rows:
             if row.span.kind not in SYSTEM_KINDS and row.span.body["status"] != "reverted":
                 continue
+            if row.span.kind == REDACTION:
+                continue  # its target arrived without payload, marked by `redacted` above
             admission = Admission(tx, head.log_id, tenant, row.entry.received, set())
             try:
                 admission.admit([Prepared(row.span, row.entry.key)])

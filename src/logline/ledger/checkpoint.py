@@ -57,7 +57,7 @@ class NoteVerifier:
 
     @classmethod
     def parse(cls, text: str) -> NoteVerifier:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)
         if len(parts) != 3 or not _NAME.fullmatch(parts[0]):
             raise ParseError("a verifier key looks like <name>+<hex key id>+<base64 key>")
         name, hex_id, encoded = parts

@@ -1,0 +1,105 @@
+"""Everything the CLI prints: results on stdout, progress and notes on stderr.
+
+Both consoles have markup and emoji replacement off, because titles, handles and payloads are user
+text that must print exactly as written (`[bold]` or `:key:` in a title is not formatting).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from logline.store.interface import StoredSpan
+
+out = Console(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+
+
+def emit(text: str) -> None:
+    """Write machine-readable text (JSON, notes, keys) to stdout untouched by Rich."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def emit_json(value: Any) -> None:
+    emit(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def fields(rows: Sequence[tuple[str, object]], *, console: Console = out) -> None:
+    """Aligned `label  value` lines; values never wrap, so ids and keys stay copyable."""
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        line = Text.assemble(
+            (label.ljust(width), "bold"), "  ", "-" if value is None else str(value)
+        )
+        console.print(line, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    err.print(message, soft_wrap=True)
+
+
+def table(title: str | None, columns: Sequence[str]) -> Table:
+    result = Table(title=title, title_justify="left", header_style="bold")
+    for name in columns:
+        # Fold rather than truncate: a cut-off span id or key is worse than a tall row.
+        result.add_column(name, overflow="fold")
+    return result
+
+
+def short(digest: bytes | str, length: int = 12) -> str:
+    """A hash prefix for people to compare at a glance; full values are in --json output."""
+    text = digest.hex() if isinstance(digest, bytes) else digest
+    return text[:length] + "…"
+
+
+def mask_url(url: str) -> str:
+    """A database URL with its password replaced, safe to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def stored_json(stored: StoredSpan) -> dict[str, Any]:
+    """A logged span as JSON: the entry, the span in wire form and the log's marks on it.
+
+    The same shape as a bundle's entry lines, so `verify-receipt --span` accepts either.
+    """
+    result: dict[str, Any] = {
+        "seq": stored.seq,
+        "entry": stored.entry.to_json(),
+        "span": stored.span.to_json(),
+    }
+    if stored.reverted_by is not None:
+        result["reverted_by"] = stored.reverted_by
+    if stored.redacted_by is not None:
+        result["redacted_by"] = stored.redacted_by
+    return result
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, shown only on a terminal; yields the `(done, total)` callback."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

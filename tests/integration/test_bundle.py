@@ -1,0 +1,175 @@
+"""Bundles: export, offline verification, import, and that tampering with any byte is caught."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import TENANT, make_identity
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from logline.errors import Conflict, LogLineError, ParseError, VerificationError
+from logline.identity.keys import PrivateKey
+from logline.ledger.admission import REDACTION
+from logline.ledger.bundle import export_bundle, import_bundle, verify_bundle
+from logline.ledger.checkpoint import NoteVerifier
+from logline.ledger.log import Log
+from logline.ledger.span import new_span
+from logline.ledger.verify import verify_store
+from logline.store import open_store
+
+
+def _populate(log: Log) -> None:
+    alice, alice_key = make_identity(log, TENANT, "alice")
+    bob, bob_key = make_identity(log, TENANT, "bob", "service")
+    first = None
+    for i in range(12):
+        author, key = (alice, alice_key) if i % 2 else (bob, bob_key)
+        span = new_span(key, tenant=TENANT, author=author, kind="payment.approved",
+                        title=f"payment {i} ✓", payload={"amount": i * 1.5, "n": i},
+                        tags=["finance", f"batch-{i % 3}"], caused_by=first)  # fmt: skip
+        log.append(span, wait="sequenced")
+        first = first or span.id
+    stored = next(s for s in log.store.spans(TENANT, 0, 20) if s.payload is not None
+                  and s.span.kind == "payment.approved")  # fmt: skip
+    redaction = new_span(alice_key, tenant=TENANT, author=alice, kind=REDACTION,
+                         title="forget a payment",
+                         payload={"span_id": stored.span.id,
+                                  "payload_digest": stored.span.body["payload_digest"],
+                                  "reason": "customer request"})  # fmt: skip
+    log.append(redaction, wait="sequenced")
+    log.checkpoint(TENANT)
+
+
+@pytest.fixture(scope="module")
+def bundle_text(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    path = tmp_path_factory.mktemp("bundle") / "source.db"
+    store = open_store(f"sqlite:///{path}")
+    log = Log(store, "source.local", PrivateKey.generate())
+    try:
+        _populate(log)
+        out = io.StringIO()
+        export_bundle(log, TENANT, out)
+        yield out.getvalue(), str(log.verifier())
+    finally:
+        log.close()
+        store.close()
+
+
+def test_bundle_verifies_offline_and_counts_redaction(bundle_text: tuple[str, str]) -> None:
+    text, key = bundle_text
+    summary = verify_bundle(io.StringIO(text), trusted_key=NoteVerifier.parse(key))
+    assert summary.size == 15
+    assert summary.redacted == 1
+
+
+def test_pinned_key_mismatch_is_refused(bundle_text: tuple[str, str]) -> None:
+    other = NoteVerifier("source.local", PrivateKey.generate().public_key)
+    with pytest.raises(VerificationError, match="log key"):
+        verify_bundle(io.StringIO(bundle_text[0]), trusted_key=other)
+
+
+def test_truncated_bundle_is_refused(bundle_text: tuple[str, str]) -> None:
+    lines = bundle_text[0].splitlines(keepends=True)
+    with pytest.raises(VerificationError):
+        verify_bundle(io.StringIO("".join(lines[:-1])))
+    with pytest.raises(LogLineError):
+        verify_bundle(io.StringIO("".join(lines[:-2] + lines[-1:])))
+    with pytest.raises(ParseError):
+        verify_bundle(io.StringIO(""))
+
+
+def _mutate(text: str, line_no: int, position: int, replacement: str) -> str | None:
+    lines = text.split("\n")
+    line = lines[line_no]
+    position %= len(line)
+    if line[position] == replacement:
+        return None
+    lines[line_no] = line[:position] + replacement + line[position + 1 :]
+    return "\n".join(lines)
+
+
+def _verified_lines(text: str) -> list[int]:
+    """Lines whose every byte is covered: entries and the checkpoint (not header metadata)."""
+    return [
+        i for i, line in enumerate(text.split("\n"))
+        if line and json.loads(line)["type"] in ("entry", "checkpoint")
+    ]  # fmt: skip
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_changed_byte_of_an_entry_or_checkpoint_is_detected(
+    bundle_text: tuple[str, str], data: st.DataObject
+) -> None:
+    text, key = bundle_text
+    line_no = data.draw(st.sampled_from(_verified_lines(text)))
+    position = data.draw(st.integers(min_value=0, max_value=10_000))
+    replacement = data.draw(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
+    tampered = _mutate(text, line_no, position, replacement)
+    if tampered is None:
+        return
+    # Every failure must be one of ours, never a leaked KeyError or TypeError.
+    with pytest.raises(LogLineError):
+        verify_bundle(io.StringIO(tampered), trusted_key=NoteVerifier.parse(key))
+
+
+def test_range_bundle_verifies_with_left_frontier_and_consistency(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    log = Log(store, "range.local", PrivateKey.generate())
+    try:
+        _populate(log)
+        for start, end in [(0, 1), (3, 9), (5, 15), (14, 15), (1, 2)]:
+            out = io.StringIO()
+            assert export_bundle(log, TENANT, out, start=start, end=end) == end - start
+            summary = verify_bundle(io.StringIO(out.getvalue()))
+            assert (summary.start, summary.size) == (start, end)
+    finally:
+        log.close()
+        store.close()
+
+
+def test_import_replicates_exact_tree_and_refuses_twice(
+    bundle_text: tuple[str, str], tmp_path: Path
+) -> None:
+    text, key = bundle_text
+    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
+    log = Log(store, "replica.local", PrivateKey.generate())
+    try:
+        summary = import_bundle(log, io.StringIO(text), trusted_key=NoteVerifier.parse(key))
+        head = log.head(TENANT)
+        assert head.size == summary.size
+        assert log.root(head.log_id, head.size) == summary.root
+        # The replica verifies on its own, under its own checkpoints.
+        log.checkpoint(TENANT)
+        verify_store(store, TENANT, log.origin(TENANT), log.verifier())
+        with pytest.raises(Conflict):
+            import_bundle(log, io.StringIO(text))
+    finally:
+        log.close()
+        store.close()
+
+
+def test_import_of_a_tampered_bundle_stores_nothing(
+    bundle_text: tuple[str, str], tmp_path: Path
+) -> None:
+    text = bundle_text[0]
+    lines = text.split("\n")
+    entry_line = _verified_lines(text)[-2]
+    lines[entry_line] = lines[entry_line].replace("payment", "pavment", 1)
+    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
+    log = Log(store, "replica.local", PrivateKey.generate())
+    try:
+        with pytest.raises(LogLineError):
+            import_bundle(log, io.StringIO("\n".join(lines)))
+        assert store.log_head(TENANT) is None
+        assert store.identities() == []
+    finally:
+        log.close()
+        store.close()
