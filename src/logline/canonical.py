@@ -104,8 +104,19 @@ def loads(data: bytes | str) -> Any:
     def no_constants(name: str) -> Any:
         raise ParseError(f"{name} is not valid JSON")
 
+    def finite_float(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ParseError(f"number {text[:40]} is out of range")
+        return value
+
     try:
-        return json.loads(data, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        return json.loads(
+            data,
+            object_pairs_hook=no_duplicates,
+            parse_constant=no_constants,
+            parse_float=finite_float,
+        )
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ParseError(f"invalid JSON: {exc}") from exc
 

@@ -3,7 +3,7 @@
     .venv/bin/python tests/vectors/generate.py           # (re)write every vector file
     .venv/bin/python tests/vectors/generate.py --check   # exit 1 if the files on disk are stale
 
-The output is deterministic (sorted keys, fixed order, ASCII-only JSON, trailing newline), and the
+The output is deterministic (fixed key order, ASCII-only JSON, trailing newline), and the
 three directories this script owns (rfc6962/, rfc8032/, rfc8785/) are rewritten from scratch, so a
 stale file cannot survive. The script imports nothing from `logline`: the expected values below are
 copied from published sources, never computed by the code under test.
@@ -11,8 +11,7 @@ copied from published sources, never computed by the code under test.
 Sources, copied verbatim
 ------------------------
 
-rfc6962/ -- RFC 6962 Merkle tree hashes and proofs, from github.com/transparency-dev/merkle (the
-successor of google/certificate-transparency-go's `merkle` package, which ships the same data):
+rfc6962/ -- RFC 6962 Merkle tree hashes and proofs, from github.com/transparency-dev/merkle:
 
 * `testonly/constants.go`: `LeafInputs()` (the 8 leaves `""`, `00`, `10`, `2021`, `3031`,
   `40414243`, `5051525354555657`, `606162636465666768696a6b6c6d6e6f`), `NodeHashes()` (every
@@ -40,8 +39,8 @@ rfc8785/ -- RFC 8785 (JCS) canonicalization:
 
 * `cyberphone-*.json`: github.com/cyberphone/json-canonicalization `testdata/input/*.json` and
   `testdata/output/*.json` (arrays, french, simpleString, structures, unicode, values, weird).
-  The stored index holds no `testdata/output/arrays.json`; its expected output
-  `[56,{"1":[],"10":null,"d":true}]` is the one every published copy of that suite reproduces.
+  `testdata/output/arrays.json` was not available when these were copied; its expected output
+  `[56,{"1":[],"10":null,"d":true}]` is the one published copies of that suite reproduce.
 * `rfc8785-3.2.2-sample.json`: the sample of RFC 8785 section 3.2.2, its canonical form from
   section 3.2.3 and its UTF-8 bytes from section 3.2.4.
 * `rfc8785-3.2.3-sorting.json`: the property-sorting test data of RFC 8785 section 3.2.3; the RFC

@@ -25,6 +25,20 @@ SIGNATURE_SIZE = 64
 KEY_SIZE = 32
 
 
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "00" * 32,
+        "01" + "00" * 31,
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ec" + "ff" * 30 + "7f",
+        "ed" + "ff" * 30 + "7f",
+        "ee" + "ff" * 30 + "7f",
+    )
+)
+
+
 def domain_message(domain: bytes, data: bytes) -> bytes:
     """The bytes actually signed: `domain || 0x00 || data`."""
     return domain + b"\x00" + data
@@ -39,6 +53,10 @@ class PublicKey:
     def __post_init__(self) -> None:
         if len(self.raw) != KEY_SIZE:
             raise ParseError(f"an Ed25519 public key is {KEY_SIZE} bytes, got {len(self.raw)}")
+        # Small-order points accept forged signatures for many messages (libsodium refuses them
+        # too); the sign bit does not change the point's order, so compare without it.
+        if self.raw[:31] + bytes([self.raw[31] & 0x7F]) in _SMALL_ORDER:
+            raise ParseError("refusing a small-order Ed25519 public key: it verifies forgeries")
 
     @classmethod
     def parse(cls, text: str) -> PublicKey:
