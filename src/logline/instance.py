@@ -1,8 +1,8 @@
 """One LogLine instance on this machine: its configuration, instance key, store and logs.
 
-    >>> instance = Instance.init(Path("demo-data"), name="demo.local", tenant="acme")
-    >>> instance.log.append(span)
-    >>> instance.close()
+    instance = Instance.init(Path("demo-data"), name="demo.local", tenant="acme")
+    instance.log.append(span)
+    instance.close()
 
 The instance key signs checkpoints unattended, so it is kept like a server's TLS key: a file only
 its owner can read (mode 0600), not behind a passphrase. Identities' keys live in the keystore.

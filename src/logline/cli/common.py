@@ -51,7 +51,7 @@ WaitOption = Annotated[
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The global options, resolved lazily so commands that need no data directory never touch one."""
+    """The global options, resolved lazily: commands that need no data directory never touch one."""
 
     home_option: Path | None
 

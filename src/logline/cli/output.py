@@ -7,6 +7,7 @@ text that must print exactly as written (`[bold]` or `:key:` in a title is not f
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,8 +21,19 @@ from rich.text import Text
 
 from logline.store.interface import StoredSpan
 
-out = Console(markup=False, emoji=False, highlight=False)
-err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+PIPED_WIDTH = 160
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Rich assumes 80 columns when piped, which folds every id and key in a table.
+        console.width = PIPED_WIDTH
+    return console
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 
 def emit(text: str) -> None:

@@ -1,9 +1,11 @@
 """Bundles: a tenant's log, or a range of it, as NDJSON that verifies offline.
 
-    >>> with open("acme.ndjson", "w") as out:
-    ...     export_bundle(log, "acme", out)
-    >>> summary = verify_bundle(open("acme.ndjson"))          # no database needed
-    >>> import_bundle(log, open("acme.ndjson"))               # verifies, then stores
+    with open("acme.ndjson", "w") as out:
+        export_bundle(log, "acme", out)
+    with open("acme.ndjson") as source:
+        summary = verify_bundle(source)                   # no database needed
+    with open("acme.ndjson") as source:
+        import_bundle(other_log, source)                  # verifies everything, then stores
 
 Lines, in this order (docs/PROTOCOL.md §7): one `header`; one `key` per key of every author in the
 range; one `left` with the hashes of the perfect subtrees covering [0, start) if start > 0; one

@@ -1,8 +1,9 @@
 """Checkpoints: signed tree heads in the C2SP tlog-checkpoint signed-note format.
 
     >>> signer = NoteSigner("logline.example", PrivateKey.generate())
-    >>> note = sign_checkpoint(Checkpoint("logline.example/acme", 5, root), signer)
-    >>> open_checkpoint(note, signer.verifier())  # -> Checkpoint, or VerificationError
+    >>> note = sign_checkpoint(Checkpoint("logline.example/acme", 5, bytes(32)), signer)
+    >>> open_checkpoint(note, signer.verifier()).size
+    5
 
 A checkpoint body is three lines (`<origin>\\n<size>\\n<base64 root>\\n`); the signed note
 appends an

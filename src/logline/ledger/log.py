@@ -1,8 +1,8 @@
 """The write path and the proofs of per-tenant logs.
 
-    >>> log = Log(store, instance="logline.example", key=instance_key)
-    >>> receipt = log.append(span, wait="checkpointed")
-    >>> log.consistency_proof("acme", 10, 20)
+    log = Log(store, instance="logline.example", key=instance_key)
+    receipt = log.append(span, wait="checkpointed")
+    log.consistency_proof("acme", 10, 20)
 
 Appending: validate and verify the signature in the caller's thread (Ed25519 verification releases
 the GIL, so callers verify in parallel), then hand the spans to the *group commit*: whichever caller

@@ -1,8 +1,9 @@
 """RFC 6962 / RFC 9162 Merkle tree hashing and proofs, as pure functions.
 
     >>> leaves = [leaf_hash(bytes([i])) for i in range(5)]
-    >>> root = root_from_leaves(leaves)
-    >>> verify_inclusion(3, 5, leaves[3], inclusion_path(3, 5, leaves.__getitem__), root)
+    >>> nodes = {(level, i): h for level, i, h in append_nodes(0, {}, leaves)}
+    >>> proof = inclusion_path(3, 5, lambda level, i: nodes[(level, i)])
+    >>> verify_inclusion(3, 5, leaves[3], proof, root_from_leaves(leaves))
 
 Argument names are the same everywhere: `index` (0-based leaf index), `size` (tree size),
 `leaf_hash`, `proof` (list of 32-byte hashes), `root`. Verification computes the root implied by a

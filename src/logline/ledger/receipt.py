@@ -1,7 +1,7 @@
 """Receipts: what a writer gets back, verifiable offline with only the log's verifier key.
 
-    >>> receipt = log.append(span, wait="checkpointed")
-    >>> verify_receipt(Receipt.from_json(receipt.to_json()), log.verifier(), span)
+    receipt = log.append(span, wait="checkpointed")
+    verify_receipt(Receipt.from_json(receipt.to_json()), log.verifier(), span)
 
 A *sequenced* receipt carries the entry (seq assigned, durable). A *checkpointed* receipt adds a
 signed checkpoint and the inclusion proof of the entry's leaf in the tree that checkpoint signs.

@@ -1,10 +1,10 @@
 """Verification of a whole log, streamed in order: from the store or from a bundle.
 
-    >>> verifier = LogVerifier(origin, note_verifier, keys)
-    >>> for item in items: verifier.add(item)      # raises VerificationError naming the entry
-    >>> verifier.check_checkpoint(note)
+    verifier = LogVerifier(origin, note_verifier, keys)
+    for item in items: verifier.add(item)      # raises VerificationError naming the entry
+    verifier.check_checkpoint(note)
 
-For every entry, in order (docs/PROTOCOL.md §8):
+For every entry, in order (docs/PROTOCOL.md §9):
  1. the leaf is an entry whose `seq` is its position;
  2. the span body is valid and hashes to the entry's `span_hash`;
  3. the span signature is the entry's `sig` and verifies under the entry's `key`;

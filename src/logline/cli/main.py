@@ -1,0 +1,119 @@
+"""The `logline` Typer app, and `main`, the one place errors become output."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from logline.cli import bundles, edits, ids, logs, spans
+from logline.cli.common import Settings, settings
+from logline.cli.output import fields, mask_url
+from logline.config import CONFIG_FILE, DB_FILE, KEY_FILE, KEYSTORE_FILE, check_instance_name
+from logline.errors import ConfigError, LogLineError
+from logline.identity.ids import check_tenant
+from logline.identity.keystore import Keystore, passphrase_from_env_or_prompt
+from logline.instance import Instance
+
+app = typer.Typer(
+    name="logline",
+    help="LogLine: a verifiable timeline of signed spans on per-tenant Merkle logs.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals in a traceback can hold passphrases and keys.
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(ids.app, name="id")
+app.add_typer(spans.app, name="span")
+app.add_typer(logs.app, name="log")
+app.command("export")(bundles.export)
+app.command("import")(bundles.import_)
+app.command("verify")(bundles.verify)
+app.command("verify-receipt")(bundles.verify_receipt_command)
+app.command("replay")(edits.replay)
+app.command("revert")(edits.revert)
+app.command("redact")(edits.redact)
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            help="Data directory [default: $LOGLINE_HOME, else ./.logline].",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = Settings(home)
+
+
+@app.command("init")
+def init(
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Option("--instance", help="Instance name; it names the log key and origins.")
+    ] = "logline.local",
+    tenant: Annotated[str, typer.Option("--tenant", help="Default tenant.")] = "default",
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url", help="Database URL [default: SQLite in the data directory]."
+        ),
+    ] = None,
+) -> None:
+    """Create the data directory, configuration, instance key and an empty keystore."""
+    home = settings(ctx).home
+    check_instance_name(name)
+    check_tenant(tenant)
+    for existing in (CONFIG_FILE, KEYSTORE_FILE):
+        if (home / existing).exists():
+            raise ConfigError(f"{home} already holds a LogLine instance ({existing} exists)")
+    passphrase = passphrase_from_env_or_prompt(confirm=True)
+    created = _missing(home)
+    try:
+        with Instance.init(home, name=name, tenant=tenant, database_url=database_url) as opened:
+            Keystore.create(opened.config.keystore_path, passphrase)
+            config, verifier = opened.config, opened.log.verifier()
+    except BaseException:
+        _remove(home, created)
+        raise
+    fields([("data directory", home), ("config", home / CONFIG_FILE),
+            ("instance key", f"{config.key_path} (mode 0600)"),
+            ("keystore", f"{config.keystore_path} (encrypted, empty)"),
+            ("database", mask_url(config.database_url)), ("instance", config.instance),
+            ("default tenant", config.default_tenant), ("log key", verifier)])  # fmt: skip
+
+
+def _missing(home: Path) -> list[Path]:
+    """What `init` may create, so a failed init can take it all back."""
+    if not home.exists():
+        return [home]
+    names = (CONFIG_FILE, KEY_FILE, KEYSTORE_FILE, DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm",
+             f"{DB_FILE}.migrate-lock")  # fmt: skip
+    return [home / name for name in names if not (home / name).exists()]
+
+
+def _remove(home: Path, created: list[Path]) -> None:
+    for path in created:
+        if path == home:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split()) or "unknown error"
+
+
+def main() -> None:
+    try:
+        app(prog_name="logline")
+    except LogLineError as exc:
+        sys.stderr.write(f"error: {one_line(str(exc))}\n")
+        sys.exit(1)
