@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import TENANT, make_identity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import TENANT, make_identity
 from logline.errors import Conflict, LogLineError, ParseError, VerificationError
 from logline.identity.keys import PrivateKey
 from logline.ledger.admission import REDACTION

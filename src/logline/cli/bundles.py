@@ -39,7 +39,7 @@ def export(
     file: Annotated[str, typer.Argument(help="Bundle file to write (- for stdout).")],
     start: Annotated[int, typer.Option("--from", help="First entry.", min=0)] = 0,
     end: Annotated[
-        int | None, typer.Option("--to", help="End entry, exclusive [default: all].")
+        int | None, typer.Option("--to", help="End entry, exclusive (default: all).")
     ] = None,
     tenant: TenantOption = None,
 ) -> None:

@@ -31,6 +31,7 @@ from logline.ledger.log import Wait
 from logline.ledger.receipt import Receipt
 from logline.ledger.span import Span
 from logline.ledger.timefmt import format_ts, parse_duration, parse_ts
+from logline.store.interface import IdentityRecord
 
 
 class WaitFor(StrEnum):
@@ -39,7 +40,7 @@ class WaitFor(StrEnum):
 
 
 TenantOption = Annotated[
-    str | None, typer.Option("--tenant", help="Tenant whose log to use [default: from config].")
+    str | None, typer.Option("--tenant", help="Tenant whose log to use (default: from config).")
 ]
 AsOption = Annotated[
     str, typer.Option("--as", help="Identity that signs, e.g. logline-id://person/alice.")
@@ -62,13 +63,13 @@ class Settings:
 
 def settings(ctx: typer.Context) -> Settings:
     found = ctx.find_object(Settings)
-    return found if found is not None else Settings(None)
+    assert found is not None, "the app callback sets it before any command runs"
+    return found
 
 
-@contextmanager
-def instance(ctx: typer.Context) -> Iterator[Instance]:
-    with Instance.open(settings(ctx).home) as opened:
-        yield opened
+def instance(ctx: typer.Context) -> Instance:
+    """The instance at `--home`; use it as a context manager so its store is closed."""
+    return Instance.open(settings(ctx).home)
 
 
 def tenant_of(opened: Instance, option: str | None) -> str:
@@ -83,8 +84,8 @@ def open_keystore(opened: Instance) -> Keystore:
     return Keystore.open(path, passphrase_from_env_or_prompt())
 
 
-def check_author(opened: Instance, identity: str) -> str:
-    """The identity as a registered, usable author, checked before any passphrase is asked for."""
+def check_author(opened: Instance, identity: str) -> IdentityRecord:
+    """The identity's record if it may sign, checked before any passphrase is asked for."""
     identity = str(LogLineId.parse(identity))
     record = opened.store.identity(identity)
     if record is None:
@@ -93,21 +94,20 @@ def check_author(opened: Instance, identity: str) -> str:
         )
     if record.status != "active":
         raise UnknownAuthor(f"{identity} was claimed by {record.claimed_by} and can no longer sign")
-    return identity
+    return record
 
 
 def signing_keys(opened: Instance, *identities: str) -> tuple[Keystore, list[PrivateKey]]:
     """The keystore and the current private key of each identity, checked against the log."""
-    checked = [check_author(opened, identity) for identity in identities]
+    records = [check_author(opened, identity) for identity in identities]
     keystore = open_keystore(opened)
     keys = []
-    for identity in checked:
-        key = keystore.get(identity)
-        record = opened.store.identity(identity)
-        if record is None or str(key.public_key) != record.public_key:
+    for record in records:
+        key = keystore.get(record.id)
+        if str(key.public_key) != record.public_key:
             raise Conflict(
-                f"the keystore's key for {identity} is not its current key on the log "
-                "(was it rotated from another keystore?)"
+                f"the keystore's key for {record.id} is not its current key on the "
+                "log (was it rotated with another keystore?)"
             )
         keys.append(key)
     return keystore, keys

@@ -13,7 +13,7 @@ import typer
 
 from logline.cli.common import AsOption, TenantOption, append, instance, signing_keys, tenant_of
 from logline.cli.output import fields
-from logline.errors import InvalidInput, RedactionRefused
+from logline.errors import Conflict, InvalidInput, RedactionRefused
 from logline.identity import documents
 from logline.identity.keys import PrivateKey
 from logline.ledger.admission import REDACTION, SYSTEM_KINDS
@@ -47,9 +47,14 @@ def check_replayable(original: StoredSpan) -> None:
 
 
 def check_revertible(original: StoredSpan) -> None:
-    kind = original.span.kind
-    if kind in SYSTEM_KINDS:
-        raise InvalidInput(f"{kind} spans cannot be reverted")
+    """Admission enforces these too; checking first spares a passphrase prompt for nothing."""
+    body = original.span.body
+    if body["kind"] in SYSTEM_KINDS:
+        raise InvalidInput(f"{body['kind']} spans cannot be reverted")
+    if body["status"] == "reverted":
+        raise InvalidInput(f"span {body['id']} is itself a revert and cannot be reverted")
+    if original.reverted_by is not None:
+        raise Conflict(f"span {body['id']} was already reverted by {original.reverted_by}")
 
 
 def check_redactable(original: StoredSpan, reason: str) -> None:

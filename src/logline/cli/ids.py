@@ -68,12 +68,16 @@ def list_(ctx: typer.Context) -> None:
         held: set[str] = set()
         if records and opened.config.keystore_path.exists():
             held = set(open_keystore(opened).identities())
-    result = table(None, ["id", "kind", "status", "key", "tenant", "expires", "in keystore"])
+    result = table(
+        None,
+        ["id", "kind", "status", "key", "tenant", "expires", "in keystore"],
+        unbroken=["id"],
+    )
     for r in records:
         result.add_row(
             r.id,
             r.kind,
-            r.status if r.claimed_by is None else f"claimed by {r.claimed_by}",
+            r.status,
             r.public_key,
             r.tenant,
             r.expires_at or "-",
@@ -96,7 +100,8 @@ def show(ctx: typer.Context, identity: Annotated[str, typer.Argument(help="LogLi
             ("tenant", record.tenant), ("created", record.created_at),
             ("created by span", record.span_id), ("expires", record.expires_at),
             ("current key", record.public_key)])  # fmt: skip
-    history = table("key history", ["public key", "valid from", "valid until", "span"])
+    out.print("key history", style="bold")
+    history = table(None, ["public key", "valid from", "valid until", "span"])
     for k in keys:
         history.add_row(k.public_key, k.valid_from, k.valid_until or "(current)", k.span_id)
     out.print(history)
@@ -108,17 +113,15 @@ def rotate(
 ) -> None:
     """Replace an identity's key: the old key signs the rotation, then the keystore switches."""
     with instance(ctx) as opened:
-        keystore, (old_key,) = signing_keys(opened, identity)
-        ident = str(LogLineId.parse(identity))
-        record = opened.store.identity(ident)
-        assert record is not None  # signing_keys found it
+        record = check_author(opened, identity)
+        keystore, (old_key,) = signing_keys(opened, record.id)
         new_key = PrivateKey.generate()
         # In the identity's own log: its verifier follows key history through that log's documents.
-        span = rotation_span(old_key, new_key.public_key, record.tenant, ident)
+        span = rotation_span(old_key, new_key.public_key, record.tenant, record.id)
         receipt = append(opened, span)
         # Only now: until the rotation is logged, the old key is the one the log accepts.
-        keystore.replace(ident, new_key)
-    fields([("id", ident), ("old key", old_key.public_key), ("new key", new_key.public_key),
+        keystore.replace(record.id, new_key)
+    fields([("id", record.id), ("old key", old_key.public_key), ("new key", new_key.public_key),
             ("seq", receipt.seq), ("span", span.id)])  # fmt: skip
 
 
@@ -130,15 +133,13 @@ def claim(
 ) -> None:
     """Claim a ghost: both keys consent, and the ghost signs nothing more."""
     with instance(ctx) as opened:
-        ghost_id = check_author(opened, ghost)
-        if LogLineId.parse(ghost_id).kind != "ghost":
-            raise InvalidInput(f"{ghost_id} is not a ghost identity")
-        _, (ghost_key, claimant_key) = signing_keys(opened, ghost_id, claimant)
-        record = opened.store.identity(ghost_id)
-        assert record is not None  # check_author found it
-        # Logged where the ghost was created, so that log's verifier sees the ghost end.
+        record = check_author(opened, ghost)
+        if record.kind != "ghost":
+            raise InvalidInput(f"{record.id} is not a ghost identity")
+        _, (ghost_key, claimant_key) = signing_keys(opened, record.id, claimant)
         claimant_id = str(LogLineId.parse(claimant))
-        span = claim_span(claimant_key, claimant_id, ghost_key, ghost_id, record.tenant)
+        # Logged where the ghost was created, so that log's verifier sees the ghost end.
+        span = claim_span(claimant_key, claimant_id, ghost_key, record.id, record.tenant)
         receipt = append(opened, span)
-    fields([("ghost", ghost_id), ("claimed by", claimant_id), ("seq", receipt.seq),
+    fields([("ghost", record.id), ("claimed by", claimant_id), ("seq", receipt.seq),
             ("span", span.id)])  # fmt: skip

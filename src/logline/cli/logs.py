@@ -92,7 +92,9 @@ def _consistency(opened: Instance, tenant: str, size1: int, size2: int | None) -
 @app.command("prove")
 def prove(
     ctx: typer.Context,
-    seq: Annotated[int | None, typer.Argument(help="Entry to prove included.", min=0)] = None,
+    seq: Annotated[
+        int | None, typer.Argument(help="Entry to prove included.", min=0, metavar="SEQ")
+    ] = None,
     size: Annotated[
         int | None, typer.Option("--size", help="Prove against the checkpoint of this size.")
     ] = None,
@@ -100,7 +102,7 @@ def prove(
         int | None, typer.Option("--from", help="Consistency: older tree size.")
     ] = None,
     size2: Annotated[
-        int | None, typer.Option("--to", help="Consistency: newer tree size [default: latest].")
+        int | None, typer.Option("--to", help="Consistency: newer tree size (default: latest).")
     ] = None,
     output: OutOption = "-",
     tenant: TenantOption = None,
@@ -110,6 +112,8 @@ def prove(
         raise typer.BadParameter("give an entry SEQ, or --from (and optionally --to), not both")
     if seq is not None and size2 is not None:
         raise typer.BadParameter("--to belongs with --from")
+    if seq is None and size is not None:
+        raise typer.BadParameter("--size belongs with an entry SEQ")
     with instance(ctx) as opened:
         log_tenant = tenant_of(opened, tenant)
         if seq is not None:

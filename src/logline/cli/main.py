@@ -11,12 +11,15 @@ import typer
 
 from logline.cli import bundles, edits, ids, logs, spans
 from logline.cli.common import Settings, settings
-from logline.cli.output import fields, mask_url
+from logline.cli.output import fields, mask_url, one_line
 from logline.config import CONFIG_FILE, DB_FILE, KEY_FILE, KEYSTORE_FILE, check_instance_name
 from logline.errors import ConfigError, LogLineError
 from logline.identity.ids import check_tenant
 from logline.identity.keystore import Keystore, passphrase_from_env_or_prompt
 from logline.instance import Instance
+
+# Panels group `--help` by task; the offline ones need no data directory at all.
+SETUP, WRITE, LOG, OFFLINE = "Set up", "Write", "Log and bundles", "Offline verification"
 
 app = typer.Typer(
     name="logline",
@@ -26,16 +29,6 @@ app = typer.Typer(
     # Locals in a traceback can hold passphrases and keys.
     pretty_exceptions_show_locals=False,
 )
-app.add_typer(ids.app, name="id")
-app.add_typer(spans.app, name="span")
-app.add_typer(logs.app, name="log")
-app.command("export")(bundles.export)
-app.command("import")(bundles.import_)
-app.command("verify")(bundles.verify)
-app.command("verify-receipt")(bundles.verify_receipt_command)
-app.command("replay")(edits.replay)
-app.command("revert")(edits.revert)
-app.command("redact")(edits.redact)
 
 
 @app.callback()
@@ -45,7 +38,7 @@ def options(
         Path | None,
         typer.Option(
             "--home",
-            help="Data directory [default: $LOGLINE_HOME, else ./.logline].",
+            help="Data directory (default: $LOGLINE_HOME, else ./.logline).",
             file_okay=False,
         ),
     ] = None,
@@ -53,7 +46,7 @@ def options(
     ctx.obj = Settings(home)
 
 
-@app.command("init")
+@app.command("init", rich_help_panel=SETUP)
 def init(
     ctx: typer.Context,
     name: Annotated[
@@ -63,7 +56,7 @@ def init(
     database_url: Annotated[
         str | None,
         typer.Option(
-            "--database-url", help="Database URL [default: SQLite in the data directory]."
+            "--database-url", help="Database URL (default: SQLite in the data directory)."
         ),
     ] = None,
 ) -> None:
@@ -90,6 +83,18 @@ def init(
             ("default tenant", config.default_tenant), ("log key", verifier)])  # fmt: skip
 
 
+app.add_typer(ids.app, name="id", rich_help_panel=SETUP)
+app.add_typer(spans.app, name="span", rich_help_panel=WRITE)
+app.command("replay", rich_help_panel=WRITE)(edits.replay)
+app.command("revert", rich_help_panel=WRITE)(edits.revert)
+app.command("redact", rich_help_panel=WRITE)(edits.redact)
+app.add_typer(logs.app, name="log", rich_help_panel=LOG)
+app.command("export", rich_help_panel=LOG)(bundles.export)
+app.command("import", rich_help_panel=LOG)(bundles.import_)
+app.command("verify", rich_help_panel=OFFLINE)(bundles.verify)
+app.command("verify-receipt", rich_help_panel=OFFLINE)(bundles.verify_receipt_command)
+
+
 def _missing(home: Path) -> list[Path]:
     """What `init` may create, so a failed init can take it all back."""
     if not home.exists():
@@ -105,10 +110,6 @@ def _remove(home: Path, created: list[Path]) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def one_line(message: str) -> str:
-    return " ".join(message.split()) or "unknown error"
 
 
 def main() -> None:

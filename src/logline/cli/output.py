@@ -56,15 +56,23 @@ def fields(rows: Sequence[tuple[str, object]], *, console: Console = out) -> Non
         console.print(line, soft_wrap=True)
 
 
+def one_line(message: str) -> str:
+    """An error message as the single line `main` prints, whatever newlines it held."""
+    return " ".join(message.split()) or "unknown error"
+
+
 def note(message: str) -> None:
     err.print(message, soft_wrap=True)
 
 
-def table(title: str | None, columns: Sequence[str]) -> Table:
+def table(title: str | None, columns: Sequence[str], *, unbroken: Sequence[str] = ()) -> Table:
+    """A table whose `unbroken` columns (ids, keys) never wrap: people copy them whole."""
     result = Table(title=title, title_justify="left", header_style="bold")
     for name in columns:
-        # Fold rather than truncate: a cut-off span id or key is worse than a tall row.
-        result.add_column(name, overflow="fold")
+        if name in unbroken:
+            result.add_column(name, no_wrap=True)
+        else:
+            result.add_column(name, overflow="fold")
     return result
 
 

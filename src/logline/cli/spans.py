@@ -26,7 +26,7 @@ from logline.cli.output import emit_json, err, fields, out, stored_json, table
 from logline.errors import InvalidInput, ParseError
 from logline.identity.ids import check_kind
 from logline.ledger.admission import RESERVED_PREFIXES
-from logline.ledger.span import new_span
+from logline.ledger.span import build_body, check_body, sign_body
 from logline.store.interface import Query, StoredSpan
 
 app = typer.Typer(help="Write, show and list spans.", no_args_is_help=True)
@@ -56,7 +56,7 @@ def parse_payload(text: str | None, file: str | None) -> Any:
     try:
         return loads(text)
     except ParseError as exc:
-        raise InvalidInput(f"--payload is not valid JSON: {exc}") from exc
+        raise InvalidInput(f"--payload: {exc}") from exc
 
 
 @app.command("add")
@@ -95,12 +95,14 @@ def add(
         )
     data = parse_payload(payload, payload_file)
     with instance(ctx) as opened:
-        log_tenant = tenant_of(opened, tenant)
+        limits = opened.log.limits
+        body = build_body(tenant=tenant_of(opened, tenant), author=author, kind=kind, title=title,
+                          payload=data, status=status.value, tags=tags or (), caused_by=caused_by,
+                          contract_id=contract_id, workflow_id=workflow_id, flow_id=flow_id,
+                          visibility=visibility.value)  # fmt: skip
+        check_body(body, limits)  # a malformed span fails before the passphrase is asked for
         _, (key,) = signing_keys(opened, author)
-        span = new_span(key, tenant=log_tenant, author=author, kind=kind, title=title,
-                        payload=data, status=status.value, tags=tags or (), caused_by=caused_by,
-                        contract_id=contract_id, workflow_id=workflow_id, flow_id=flow_id,
-                        visibility=visibility.value, limits=opened.log.limits)  # fmt: skip
+        span = sign_body(key, body, data, limits)
         receipt = append(opened, span, wait)
     if receipt_out is not None:
         write_text(receipt_out, json.dumps(receipt.to_json(), indent=2) + "\n", "receipt")
@@ -204,7 +206,9 @@ def list_(
     if as_json:
         emit_json({"items": [stored_json(s) for s in page.items], "next_cursor": page.next_cursor})
         return
-    result = table(None, ["seq", "span", "ts", "kind", "author", "status", "title"])
+    result = table(
+        None, ["seq", "span", "ts", "kind", "author", "status", "title"], unbroken=["span"]
+    )
     for stored in page.items:
         body = stored.span.body
         result.add_row(str(stored.seq), body["id"], body["ts"][:19], body["kind"], body["author"],

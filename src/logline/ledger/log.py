@@ -251,6 +251,8 @@ class Log:
                 group.entries.append(entry)
                 size += 1
         if not rows:
+            if head.created:
+                tx.delete_empty_log(head.log_id)
             return
         nodes = merkle.append_nodes(
             head.size, frontier, [merkle.leaf_hash(row.leaf) for row in rows]

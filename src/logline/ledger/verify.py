@@ -32,7 +32,7 @@ from logline.ledger.admission import REDACTION
 from logline.ledger.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from logline.ledger.entry import Entry
 from logline.ledger.span import parse_span
-from logline.store.interface import KeyRecord, Store
+from logline.store.interface import CheckpointRecord, KeyRecord, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +217,7 @@ class LogVerifier:
             if (
                 record.public_key == entry.key
                 and record.valid_from <= entry.received
-                and (record.valid_until is None or entry.received < record.valid_until)
+                and (record.valid_until is None or entry.received <= record.valid_until)
             ):
                 return
         raise VerificationError(
@@ -294,7 +294,7 @@ def verify_store(
     verifier = LogVerifier(origin, note_verifier, authors_keys)
     checkpoints = {c.size: c for c in store.checkpoints(head.log_id)}
     if 0 in checkpoints:
-        verifier.check_checkpoint(checkpoints[0].note)
+        _check_stored_checkpoint(verifier, checkpoints[0])
     for stored in store.spans(tenant, 0, head.size):
         try:
             wire: dict[str, Any] = {
@@ -310,7 +310,7 @@ def verify_store(
             _compare_nodes(store, head.log_id, verifier)
         if verifier.size in checkpoints:
             _compare_nodes(store, head.log_id, verifier)
-            verifier.check_checkpoint(checkpoints[verifier.size].note)
+            _check_stored_checkpoint(verifier, checkpoints[verifier.size])
         if progress is not None:
             progress(verifier.size, head.size)
     _compare_nodes(store, head.log_id, verifier)
@@ -320,6 +320,17 @@ def verify_store(
     if beyond:
         raise VerificationError("checkpoint size", expected=f"<= {head.size}", found=max(beyond))
     return verifier.finish(complete=True)
+
+
+def _check_stored_checkpoint(verifier: LogVerifier, record: CheckpointRecord) -> None:
+    # The root column is what the log signs new checkpoints against: it must match the note.
+    checkpoint = verifier.check_checkpoint(record.note)
+    if checkpoint.root != record.root:
+        raise VerificationError(
+            f"checkpoint of size {record.size}: stored root",
+            expected=checkpoint.root.hex(),
+            found=record.root.hex(),
+        )
 
 
 def _compare_nodes(store: Store, log_id: int, verifier: LogVerifier) -> None:

@@ -1,7 +1,7 @@
 """Storage backends behind one interface, and the migrations that create their schema.
 
-    store = open_store("sqlite:////tmp/logline.db")   # migrates to the current schema
-    store.logs()                                        # → [LogHead(...), ...]
+store = open_store("sqlite:////tmp/logline.db")   # migrates to the current schema
+store.logs()                                        # → [LogHead(...), ...]
 """
 
 from __future__ import annotations

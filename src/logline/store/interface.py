@@ -25,6 +25,7 @@ class LogHead:
     log_id: int
     tenant: str
     size: int
+    created: bool = False  # by this transaction's `lock_log`
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,10 @@ class Tx(ABC):
     @abstractmethod
     def lock_log(self, tenant: str, created_at: str) -> LogHead:
         """Lock the tenant's log for appending (creating it if missing) and return its head."""
+
+    @abstractmethod
+    def delete_empty_log(self, log_id: int) -> None:
+        """Undo `lock_log`'s creation of a log that ends up with no entry."""
 
     @abstractmethod
     def nodes(self, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]: ...

@@ -67,11 +67,15 @@ class SqlTx(Tx):
 
     def lock_log(self, tenant: str, created_at: str) -> LogHead:
         row = self.c.one("lock_log", {"tenant": tenant})
+        created = False
         if row is None:
-            self.c.run("insert_log", {"tenant": tenant, "created_at": created_at})
+            created = self.c.run("insert_log", {"tenant": tenant, "created_at": created_at}) > 0
             row = self.c.one("lock_log", {"tenant": tenant})
         assert row is not None
-        return LogHead(int(row[0]), str(row[1]), int(row[2]))
+        return LogHead(int(row[0]), str(row[1]), int(row[2]), created=created)
+
+    def delete_empty_log(self, log_id: int) -> None:
+        self.c.run("delete_empty_log", {"log_id": log_id})
 
     def nodes(self, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
         return _select_nodes(self.c, log_id, ids)

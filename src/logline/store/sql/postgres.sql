@@ -37,6 +37,9 @@ ON CONFLICT (tenant) DO NOTHING;
 -- name: log_head
 SELECT id, tenant, size FROM logs WHERE tenant = :tenant;
 
+-- name: delete_empty_log
+DELETE FROM logs WHERE id = :log_id AND size = 0;
+
 -- name: logs
 SELECT id, tenant, size FROM logs ORDER BY tenant;
 
@@ -71,7 +74,7 @@ WHERE identity = :identity AND public_key = :public_key;
 
 -- name: select_keys
 SELECT identity, public_key, valid_from, valid_until, span_id FROM identity_keys
-WHERE identity = :identity ORDER BY valid_from;
+WHERE identity = :identity ORDER BY valid_from, valid_until IS NULL, valid_until;
 
 -- name: mark_reverted
 UPDATE entries SET reverted_by = :by WHERE log_id = :log_id AND span_id = :span_id;
