@@ -11,6 +11,7 @@ database URL of the file (for example to point at PostgreSQL).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -85,9 +86,10 @@ def write_config(
     home: Path, instance: str, default_tenant: str, database_url: str | None = None
 ) -> Config:
     check_instance_name(instance)
-    lines = [f'instance = "{instance}"', f'default_tenant = "{default_tenant}"']
+    # JSON string escapes are valid TOML basic-string escapes.
+    lines = [f"instance = {json.dumps(instance)}", f"default_tenant = {json.dumps(default_tenant)}"]
     if database_url is not None:
-        lines.append(f'database_url = "{database_url}"')
+        lines.append(f"database_url = {json.dumps(database_url)}")
     home.mkdir(parents=True, exist_ok=True)
     (home / CONFIG_FILE).write_text("\n".join(lines) + "\n", "utf-8")
     return load_config(home)

@@ -60,10 +60,17 @@ class Instance:
         if (home / "logline.toml").exists():
             raise ConfigError(f"{home} already holds a LogLine instance")
         check_tenant(tenant)
-        config = write_config(home, name, tenant, database_url)
-        if not config.key_path.exists():
-            write_secret(config.key_path, b64encode(PrivateKey.generate().seed()) + "\n")
-        return cls(config)
+        created = [p for p in (home / "logline.toml", home / "instance.key") if not p.exists()]
+        try:
+            config = write_config(home, name, tenant, database_url)
+            if not config.key_path.exists():
+                write_secret(config.key_path, b64encode(PrivateKey.generate().seed()) + "\n")
+            return cls(config)
+        except BaseException:
+            # Leave no half-made instance behind: a retry must not find "already initialised".
+            for path in created:
+                path.unlink(missing_ok=True)
+            raise
 
     def close(self) -> None:
         self.log.close()

@@ -49,8 +49,7 @@ from logline.ledger.span import Span, new_span, parse_span
 from logline.ledger.timefmt import parse_ts
 from logline.ledger.verify import verify_store
 from logline.store import open_store
-from logline.store.interface import CheckpointRecord, Query, Store
-from logline.store.schema import node_key
+from logline.store.interface import CheckpointRecord, Query, Store, node_key
 from logline.store.sql import decode_cursor
 
 Identity = tuple[str, PrivateKey]
@@ -466,6 +465,29 @@ def test_rotation_retires_the_old_key(log: Log, store: Store, alice: Identity) -
     assert _size(store) == 2
     assert log.append(make_span(new, author, title="signed with the new key")).seq == 2
     assert _verify(log) == 3
+
+
+def test_identity_documents_stay_on_the_identitys_own_log(
+    log: Log, store: Store, alice: Identity
+) -> None:
+    author, key = alice
+    new = PrivateKey.generate()
+    with pytest.raises(InvalidSpan, match="belong on the log of acme"):
+        log.append(documents.rotation_span(key, new.public_key, OTHER_TENANT, author))
+    ghost_key = PrivateKey.generate()
+    ghost = LogLineId.of("ghost", "visitor")
+    expiry = datetime.now(UTC) + timedelta(days=1)
+    log.append(documents.creation_span(ghost_key, TENANT, ghost, expires_at=expiry))
+    with pytest.raises(InvalidSpan, match="belong on the log of acme"):
+        log.append(documents.claim_span(key, author, ghost_key, str(ghost), OTHER_TENANT))
+    assert store.log_head(OTHER_TENANT) is None
+    # Spans themselves may go to any tenant's log, and both logs verify on their own.
+    log.append(make_span(key, author, tenant=OTHER_TENANT))
+    log.append(documents.rotation_span(key, new.public_key, TENANT, author))
+    log.append(make_span(new, author, tenant=OTHER_TENANT))
+    for tenant in (TENANT, OTHER_TENANT):
+        log.checkpoint(tenant)
+        verify_store(store, tenant, log.origin(tenant), log.verifier())
 
 
 def test_ghost_cannot_author_after_expiry(clocked_log: Log, store: Store, clock: Clock) -> None:

@@ -187,6 +187,7 @@ class Admission:
 
     def _rotation(self, span: Span, author: IdentityRecord) -> Effect:
         new_key = documents.parse_rotation(span)
+        self._home_log(author)
         if str(new_key) == author.public_key:
             raise InvalidSpan("the new key is the current key", field="payload.public_key")
         if author.kind == "ghost":
@@ -202,6 +203,7 @@ class Admission:
         ghost = self._identity(ghost_id)
         if ghost is None:
             raise NotFound(f"ghost identity {ghost_id} does not exist")
+        self._home_log(ghost)
         if ghost.status != "active":
             raise Conflict(f"ghost {ghost_id} was already claimed by {ghost.claimed_by}")
         if ghost.expires_at is not None and ghost.expires_at <= self.received:
@@ -216,6 +218,16 @@ class Admission:
                 field="payload.proof",
             ) from exc
         return ClaimGhost(ghost_id, claimant.id)
+
+    def _home_log(self, identity: IdentityRecord) -> None:
+        # Key history must be followable within one log, so identity documents stay on the log
+        # where the identity was created.
+        if identity.tenant != self.tenant:
+            raise InvalidSpan(
+                f"identity documents of {identity.id} belong on the log of "
+                f"{identity.tenant}, where it was created",
+                field="body.tenant",
+            )
 
     def _revert(self, span: Span) -> Effect:
         target_id = span.body["caused_by"]

@@ -259,3 +259,15 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+# Merkle nodes are stored under one integer key: the level in the top bits, the index below.
+NODE_LEVEL_SHIFT = 56
+
+
+def node_key(level: int, index: int) -> int:
+    return (level << NODE_LEVEL_SHIFT) | index
+
+
+def node_of_key(key: int) -> tuple[int, int]:
+    return key >> NODE_LEVEL_SHIFT, key & ((1 << NODE_LEVEL_SHIFT) - 1)

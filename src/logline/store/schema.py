@@ -142,13 +142,3 @@ identity_keys = Table(
     Column("span_id", SPAN_ID, nullable=False),
     PrimaryKeyConstraint("identity", "public_key"),
 )
-
-NODE_LEVEL_SHIFT = 56
-
-
-def node_key(level: int, index: int) -> int:
-    return (level << NODE_LEVEL_SHIFT) | index
-
-
-def node_of_key(key: int) -> tuple[int, int]:
-    return key >> NODE_LEVEL_SHIFT, key & ((1 << NODE_LEVEL_SHIFT) - 1)

@@ -28,8 +28,9 @@ from logline.store.interface import (
     Store,
     StoredSpan,
     Tx,
+    node_key,
+    node_of_key,
 )
-from logline.store.schema import node_key, node_of_key
 
 Row = tuple[Any, ...]
 MAX_PAGE = 1000
@@ -195,15 +196,21 @@ def _identity(row: Row) -> IdentityRecord:
     return IdentityRecord(*row)
 
 
+def _blob(value: Any) -> bytes:
+    # SQLite columns are dynamically typed: a tampered row may hold TEXT where bytes belong.
+    # Hand verification the bytes anyway, so it can name the bad entry.
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+
+
 def _stored(tenant: str, row: Row) -> StoredSpan:
     seq, _span_hash, leaf, body, signature, reverted_by, redacted_by, payload = row
     return StoredSpan(
         tenant,
         int(seq),
-        bytes(leaf),
-        bytes(body),
-        bytes(signature),
-        None if payload is None else bytes(payload),
+        _blob(leaf),
+        _blob(body),
+        _blob(signature),
+        None if payload is None else _blob(payload),
         reverted_by,
         redacted_by,
     )
