@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -167,3 +168,32 @@ def test_racing_openers_migrate_once(backend: str) -> None:
         assert _schema_diff(backend) == []
     finally:
         open_store(backend).close()
+
+
+def test_a_migration_that_fails_halfway_leaves_nothing_behind(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration killed or failing after some tables exist must not strand the database."""
+    from alembic import op
+
+    open_store(backend).close()
+    _alembic(backend, lambda config: command.downgrade(config, "base"))
+    calls: list[str] = []
+    real_create_index = op.create_index
+
+    def fail_after_first_index(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        if len(calls) > 1:
+            raise RuntimeError("simulated crash in the middle of the migration")
+        return real_create_index(*args, **kwargs)
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(op, "create_index", fail_after_first_index)
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                open_store(backend)
+        assert len(calls) == 2
+        assert _tables(backend) <= {"alembic_version"}
+    finally:
+        open_store(backend).close()  # a later open migrates normally
+    assert _versions(backend) == [SCHEMA_REVISION]

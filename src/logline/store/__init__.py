@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from logline.errors import StorageError
 from logline.store.interface import Store
@@ -111,12 +112,23 @@ def alembic_config() -> object:
 def _run_alembic(url: str) -> None:
     from alembic import command
     from alembic.config import Config
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, event
     from sqlalchemy.exc import SQLAlchemyError
 
     config = alembic_config()
     assert isinstance(config, Config)
     engine = create_engine(sqlalchemy_url(url))
+    if url.startswith("sqlite"):
+        # Python's sqlite3 commits DDL statement by statement; a migration killed halfway would
+        # leave tables without a revision. Let SQLAlchemy run it in one real transaction.
+        @event.listens_for(engine, "connect")
+        def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
