@@ -1,5 +1,6 @@
-"""The named SQL blocks in store/sql/<dialect>.sql: both dialects define the same blocks, once
-each, with the same parameters, and every block the store code runs by name exists."""
+"""The named SQL blocks in store/sql/ (common.sql plus one file per dialect): both dialects define
+the same blocks, once each, with the same parameters, and every block the store code runs by name
+exists."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ CODE_FILES = ("sql.py", "__init__.py")
 
 
 def _text(dialect: str) -> str:
-    return resources.files("logline.store").joinpath("sql", f"{dialect}.sql").read_text("utf-8")
+    """What the loader reads for `dialect`: the shared blocks, then the dialect's own."""
+    sql = resources.files("logline.store").joinpath("sql")
+    return "".join(sql.joinpath(f"{name}.sql").read_text("utf-8") for name in ("common", dialect))
 
 
 def _declared(dialect: str) -> list[str]:

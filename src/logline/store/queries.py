@@ -1,4 +1,4 @@
-"""Load the named SQL blocks of one dialect from `store/sql/<dialect>.sql`.
+"""Load the named SQL blocks of one dialect: `store/sql/common.sql` plus `<dialect>.sql`.
 
 >>> load_queries("sqlite")["log_head"]
 'SELECT id, tenant, size FROM logs WHERE tenant = :tenant;'
@@ -14,13 +14,15 @@ _PARAM = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
 def load_queries(dialect: str) -> dict[str, str]:
-    text = resources.files("logline.store").joinpath("sql", f"{dialect}.sql").read_text("utf-8")
-    parts = _NAME.split(text)
+    """The blocks of `common.sql` and `<dialect>.sql` together; a name defined twice is an error."""
     queries: dict[str, str] = {}
-    for name, sql in zip(parts[1::2], parts[2::2], strict=True):
-        if name in queries:
-            raise RuntimeError(f"{dialect}.sql defines {name} twice")
-        queries[name] = sql.strip()
+    for file in ("common", dialect):
+        text = resources.files("logline.store").joinpath("sql", f"{file}.sql").read_text("utf-8")
+        parts = _NAME.split(text)
+        for name, sql in zip(parts[1::2], parts[2::2], strict=True):
+            if name in queries:
+                raise RuntimeError(f"SQL block {name} is defined twice (in {file}.sql)")
+            queries[name] = sql.strip()
     return queries
 
 

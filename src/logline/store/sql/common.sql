@@ -1,0 +1,117 @@
+-- Statements both dialects run unchanged. Named blocks: `-- name: <block>`; parameters are :named.
+-- A dialect file (sqlite.sql, postgres.sql) adds the blocks whose SQL differs; no name may repeat.
+
+-- name: insert_entry
+INSERT INTO entries (log_id, seq, span_id, span_hash, leaf, body, signature, ts, received, author,
+    kind, title, status, payload_digest, caused_by, replay_of, contract_id, workflow_id, flow_id,
+    visibility, tags)
+VALUES (:log_id, :seq, :span_id, :span_hash, :leaf, :body, :signature, :ts, :received, :author,
+    :kind, :title, :status, :payload_digest, :caused_by, :replay_of, :contract_id, :workflow_id,
+    :flow_id, :visibility, :tags);
+
+-- name: insert_tag
+INSERT INTO span_tags (log_id, tag, seq) VALUES (:log_id, :tag, :seq);
+
+-- name: insert_payload
+INSERT INTO payloads (log_id, seq, data) VALUES (:log_id, :seq, :data);
+
+-- name: insert_node
+INSERT INTO merkle_nodes (log_id, node, hash) VALUES (:log_id, :node, :hash);
+
+-- name: set_size
+UPDATE logs SET size = :size WHERE id = :log_id;
+
+-- name: insert_log
+INSERT INTO logs (tenant, size, created_at) VALUES (:tenant, 0, :created_at)
+ON CONFLICT (tenant) DO NOTHING;
+
+-- name: log_head
+SELECT id, tenant, size FROM logs WHERE tenant = :tenant;
+
+-- name: delete_empty_log
+DELETE FROM logs WHERE id = :log_id AND size = 0;
+
+-- name: logs
+SELECT id, tenant, size FROM logs ORDER BY tenant;
+
+-- name: select_identity
+SELECT id, kind, public_key, status, tenant, created_at, span_id, display_name, expires_at,
+    claimed_by
+FROM identities WHERE id = :id;
+
+-- name: select_identities
+SELECT id, kind, public_key, status, tenant, created_at, span_id, display_name, expires_at,
+    claimed_by
+FROM identities ORDER BY id;
+
+-- name: insert_identity
+INSERT INTO identities (id, kind, public_key, status, tenant, created_at, span_id, display_name,
+    expires_at, claimed_by)
+VALUES (:id, :kind, :public_key, :status, :tenant, :created_at, :span_id, :display_name,
+    :expires_at, :claimed_by);
+
+-- name: update_identity
+UPDATE identities SET public_key = COALESCE(:public_key, public_key),
+    status = COALESCE(:status, status), claimed_by = COALESCE(:claimed_by, claimed_by)
+WHERE id = :id;
+
+-- name: insert_key
+INSERT INTO identity_keys (identity, public_key, valid_from, valid_until, span_id)
+VALUES (:identity, :public_key, :valid_from, :valid_until, :span_id);
+
+-- name: close_key
+UPDATE identity_keys SET valid_until = :valid_until
+WHERE identity = :identity AND public_key = :public_key;
+
+-- name: select_keys
+SELECT identity, public_key, valid_from, valid_until, span_id FROM identity_keys
+WHERE identity = :identity ORDER BY valid_from, valid_until IS NULL, valid_until;
+
+-- name: mark_reverted
+UPDATE entries SET reverted_by = :by WHERE log_id = :log_id AND span_id = :span_id;
+
+-- name: mark_redacted
+UPDATE entries SET redacted_by = :by WHERE log_id = :log_id AND span_id = :span_id;
+
+-- name: delete_payload
+DELETE FROM payloads WHERE log_id = :log_id
+    AND seq = (SELECT seq FROM entries WHERE log_id = :log_id AND span_id = :span_id);
+
+-- name: select_span_by_id
+SELECT e.seq, e.span_hash, e.leaf, e.body, e.signature, e.reverted_by, e.redacted_by, p.data
+FROM entries e LEFT JOIN payloads p ON p.log_id = e.log_id AND p.seq = e.seq
+WHERE e.log_id = :log_id AND e.span_id = :span_id;
+
+-- name: select_span_at
+SELECT e.seq, e.span_hash, e.leaf, e.body, e.signature, e.reverted_by, e.redacted_by, p.data
+FROM entries e LEFT JOIN payloads p ON p.log_id = e.log_id AND p.seq = e.seq
+WHERE e.log_id = :log_id AND e.seq = :seq;
+
+-- name: select_span_range
+SELECT e.seq, e.span_hash, e.leaf, e.body, e.signature, e.reverted_by, e.redacted_by, p.data
+FROM entries e LEFT JOIN payloads p ON p.log_id = e.log_id AND p.seq = e.seq
+WHERE e.log_id = :log_id AND e.seq >= :start AND e.seq < :end
+ORDER BY e.seq LIMIT :limit;
+
+-- name: latest_checkpoint
+SELECT size, root, note, created_at FROM checkpoints WHERE log_id = :log_id
+ORDER BY size DESC LIMIT 1;
+
+-- name: checkpoint_at
+SELECT size, root, note, created_at FROM checkpoints WHERE log_id = :log_id AND size = :size;
+
+-- name: checkpoints
+SELECT size, root, note, created_at FROM checkpoints WHERE log_id = :log_id ORDER BY size;
+
+-- name: insert_checkpoint
+INSERT INTO checkpoints (log_id, size, root, note, created_at)
+VALUES (:log_id, :size, :root, :note, :created_at)
+ON CONFLICT (log_id, size) DO NOTHING;
+
+-- name: schema_revision
+SELECT version_num FROM alembic_version;
+
+-- name: span_ref
+SELECT e.seq, e.author, e.kind, e.status, e.payload_digest, e.reverted_by, e.redacted_by,
+    (SELECT COUNT(*) FROM payloads p WHERE p.log_id = e.log_id AND p.seq = e.seq)
+FROM entries e WHERE e.log_id = :log_id AND e.span_id = :span_id;
