@@ -1,7 +1,7 @@
 """The shared DB-API implementation of `Store`; dialects supply connections and SQL text.
 
-SQL lives in `store/sql/<dialect>.sql`; the only SQL assembled here is the WHERE clause of
-`query`, from fixed fragments with bound parameters.
+SQL lives in `store/sql/` (common.sql and one file per dialect); the only SQL assembled here is
+the WHERE clause of `query`, from fixed fragments with bound parameters.
 """
 
 from __future__ import annotations
