@@ -1,0 +1,27 @@
+"""`python -m bench <name> [options]`: run one benchmark, printing JSON lines on stdout."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from bench.ingest import main as ingest_main
+from bench.proofs import main as proofs_main
+
+BENCHES: dict[str, Callable[[Sequence[str] | None, TextIO | None], int]] = {
+    "ingest": ingest_main,
+    "proofs": proofs_main,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in BENCHES:
+        sys.stderr.write(f"usage: python -m bench {{{','.join(BENCHES)}}} [options]\n")
+        return 2
+    return BENCHES[args[0]](args[1:], None)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
