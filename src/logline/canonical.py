@@ -6,7 +6,8 @@
     'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
 
 `canonicalize` accepts any JSON value. Values that JCS cannot represent faithfully are refused with
-`InvalidInput`: integers outside the IEEE 754 safe range (|n| > 2**53 - 1), NaN and infinities, lone
+`InvalidInput`: integers outside the IEEE 754 safe range (|n| > 2**53 - 1) and doubles that JCS
+would write as such integers (2**53 < |x| < 1e21), NaN and infinities, lone
 surrogates, and non-string keys. The span body, whose fields are strings, nulls, a small integer
 and a list of strings, takes a faster path that produces the same bytes (a test cross-checks them).
 """
@@ -29,9 +30,14 @@ MAX_DEPTH = 32
 
 
 def canonicalize(value: Any) -> bytes:
-    """Return the RFC 8785 canonical UTF-8 bytes of a JSON value."""
+    """Return the RFC 8785 canonical UTF-8 bytes of a JSON value that reads back as itself."""
     if _check(value, 0):
         return canonicalize_simple(value)
+    return jcs(value)
+
+
+def jcs(value: Any) -> bytes:
+    """Plain RFC 8785 serialization, without LogLine's round-trip checks (for test vectors)."""
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
@@ -78,6 +84,10 @@ def _check(value: Any, depth: int) -> bool:
     if kind is float:
         if not math.isfinite(value):
             raise InvalidInput("NaN and infinity are not JSON numbers")
+        if MAX_SAFE_INTEGER < abs(value) < 1e21:
+            # JCS writes these doubles with integer digits (2**60 → 1152921504606846976), which
+            # a reader takes for an integer outside the safe range: they would not read back.
+            raise InvalidInput(f"number {value!r} would be written as an integer beyond ±(2**53-1)")
         return False
     raise InvalidInput(f"{kind.__name__} is not a JSON value")
 

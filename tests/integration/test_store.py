@@ -490,6 +490,23 @@ def test_identity_documents_stay_on_the_identitys_own_log(
         verify_store(store, tenant, log.origin(tenant), log.verifier())
 
 
+def test_a_key_rotated_elsewhere_is_noticed(backend: str, log: Log, alice: Identity) -> None:
+    """A second writer (as another process would) rotates alice's key behind this log's back."""
+    author, old = alice
+    log.append(make_span(old, author), wait="sequenced")  # this log now knows the old key
+    other_store = open_store(backend)
+    other = Log(other_store, INSTANCE, PrivateKey.generate())
+    try:
+        new = PrivateKey.generate()
+        other.append(documents.rotation_span(old, new.public_key, TENANT, author))
+    finally:
+        other.close()
+        other_store.close()
+    assert log.append(make_span(new, author), wait="sequenced").seq == 3
+    with pytest.raises(SignatureError):  # the retired key, now that this log has noticed
+        log.append(make_span(old, author), wait="sequenced")
+
+
 def test_ghost_cannot_author_after_expiry(clocked_log: Log, store: Store, clock: Clock) -> None:
     ghost, key = make_identity(clocked_log, TENANT, "visitor-1", kind="ghost",
                                expires_at=clock.now + timedelta(seconds=60))  # fmt: skip

@@ -12,6 +12,7 @@ signed-note format, which signs the note text itself.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -37,6 +38,15 @@ _SMALL_ORDER = frozenset(
         "ee" + "ff" * 30 + "7f",
     )
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_public_key(raw: bytes) -> Ed25519PublicKey:
+    # Loading decompresses the curve point; a log sees the same few authors' keys over and over.
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise ParseError("not a valid Ed25519 public key") from exc
 
 
 def domain_message(domain: bytes, data: bytes) -> bytes:
@@ -80,10 +90,7 @@ class PublicKey:
             ) from exc
 
     def _key(self) -> Ed25519PublicKey:
-        try:
-            return Ed25519PublicKey.from_public_bytes(self.raw)
-        except ValueError as exc:
-            raise ParseError("not a valid Ed25519 public key") from exc
+        return _load_public_key(self.raw)
 
 
 class PrivateKey:

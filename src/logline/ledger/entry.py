@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logline.canonical import b64decode, b64encode, canonicalize, hex_decode, loads
-from logline.errors import ParseError
+from logline.errors import InvalidIdentifier, ParseError
+from logline.identity.ids import check_uuid7
 from logline.identity.keys import PublicKey
 from logline.ledger.merkle import leaf_hash
 from logline.ledger.timefmt import parse_ts
@@ -24,6 +25,7 @@ from logline.ledger.timefmt import parse_ts
 ENTRY_VERSION = 1
 ENTRY_FIELDS = ("v", "seq", "span_id", "span_hash", "key", "sig", "received", "decision")
 DEFAULT_DECISION: dict[str, Any] = {"outcome": "allow"}
+_DEFAULT_DECISION_JCS = canonicalize(DEFAULT_DECISION).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,18 @@ class Entry:
         }
 
     def leaf_data(self) -> bytes:
-        return canonicalize(self.to_json())
+        """JCS of `to_json()`, written out directly: every string member is ASCII that needs no
+        escaping (validated on parse), so only the decision goes through the general encoder.
+        The members are in JCS order; a test checks this equals `canonicalize(self.to_json())`."""
+        decision = (
+            _DEFAULT_DECISION_JCS if self.decision == DEFAULT_DECISION
+            else canonicalize(self.decision).decode()
+        )  # fmt: skip
+        return (
+            f'{{"decision":{decision},"key":"{self.key}","received":"{self.received}",'
+            f'"seq":{self.seq},"sig":"{b64encode(self.signature)}",'
+            f'"span_hash":"{self.span_hash.hex()}","span_id":"{self.span_id}","v":{ENTRY_VERSION}}}'
+        ).encode()
 
     def leaf_hash(self) -> bytes:
         return leaf_hash(self.leaf_data())
@@ -71,6 +84,10 @@ class Entry:
             if not isinstance(data[name], str):
                 raise ParseError(f"entry {name} must be a string")
         PublicKey.parse(data["key"])
+        try:
+            check_uuid7(data["span_id"])
+        except InvalidIdentifier as exc:
+            raise ParseError(f"entry span_id: {exc}") from exc
         try:
             parse_ts(data["received"])
         except Exception as exc:

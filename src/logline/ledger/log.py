@@ -26,6 +26,7 @@ from logline.errors import (
     InvalidSpan,
     LogLineError,
     NotFound,
+    SignatureError,
     StorageError,
     UnknownAuthor,
     VerificationError,
@@ -46,6 +47,7 @@ Wait = Literal["sequenced", "checkpointed"]
 MAX_GROUP_SPANS = 5000
 VERIFY_THREADS = 2
 PARALLEL_VERIFY_MIN = 16
+KEY_CACHE_SIZE = 100_000
 
 
 def _verify_all(items: Sequence[Prepared]) -> None:
@@ -83,6 +85,7 @@ class Log:
         self._pending_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self._checkpoint_locks: dict[str, threading.Lock] = {}
+        self._known_keys: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="logline-verify")
 
     def close(self) -> None:
@@ -119,6 +122,9 @@ class Log:
                 self._check_skew(span, now)
         prepared = self._prepare(spans)
         entries = self._sequence(tenant, prepared)
+        for item in prepared:
+            if item.span.kind == documents.ROTATED:
+                self._remember_key(item.span.author, str(documents.parse_rotation(item.span)))
         if wait == "sequenced":
             return [Receipt(self.origin(tenant), entry) for entry in entries]
         return self._checkpointed(tenant, entries)
@@ -141,33 +147,63 @@ class Log:
     def _prepare(self, spans: Sequence[Span]) -> list[Prepared]:
         """Find the key each span must verify under, then verify all signatures in parallel.
 
+        Authors' keys come from a cache of earlier look-ups; if a signature fails under a cached
+        key (another process may have rotated it), the batch is checked again with fresh keys.
         Keys are followed through the batch itself, so a batch may register an identity or rotate
-        a key and use it at once; admission re-checks every key under the log lock.
+        a key and use it at once. Admission re-checks every key under the log lock.
         """
+        prepared, from_cache = self._resolve_keys(spans, use_cache=True)
+        try:
+            self._verify(prepared)
+        except SignatureError:
+            if not from_cache:
+                raise
+            prepared, _ = self._resolve_keys(spans, use_cache=False)
+            self._verify(prepared)
+        return prepared
+
+    def _resolve_keys(
+        self, spans: Sequence[Span], *, use_cache: bool
+    ) -> tuple[list[Prepared], bool]:
+        """Each span with its signing key, and whether any key came from the cache."""
         keys: dict[str, str | None] = {}
+        from_cache = False
         prepared = []
         for span in spans:
             hint = signing_key_hint(span)
             if hint is not None:
                 keys[span.author] = hint
             elif span.author not in keys:
-                record = self.store.identity(span.author)
-                keys[span.author] = None if record is None else record.public_key
+                known = self._known_keys.get(span.author) if use_cache else None
+                if known is not None:
+                    keys[span.author], from_cache = known, True
+                else:
+                    record = self.store.identity(span.author)
+                    keys[span.author] = None if record is None else record.public_key
+                    if record is not None:
+                        self._remember_key(span.author, record.public_key)
             key = keys[span.author]
             if key is None:
                 raise UnknownAuthor(f"author {span.author} is not a registered identity")
             prepared.append(Prepared(span, key))
             if span.kind == documents.ROTATED:
                 keys[span.author] = str(documents.parse_rotation(span))
+        return prepared, from_cache
+
+    def _verify(self, prepared: list[Prepared]) -> None:
         if len(prepared) < PARALLEL_VERIFY_MIN:
             _verify_all(prepared)
-        else:
-            half = len(prepared) // 2
-            parts = [self._pool.submit(_verify_all, prepared[:half]),
-                     self._pool.submit(_verify_all, prepared[half:])]  # fmt: skip
-            for part in parts:
-                part.result()
-        return prepared
+            return
+        half = len(prepared) // 2
+        parts = [self._pool.submit(_verify_all, prepared[:half]),
+                 self._pool.submit(_verify_all, prepared[half:])]  # fmt: skip
+        for part in parts:
+            part.result()
+
+    def _remember_key(self, author: str, key: str) -> None:
+        if len(self._known_keys) >= KEY_CACHE_SIZE:
+            self._known_keys.clear()
+        self._known_keys[author] = key
 
     def _sequence(self, tenant: str, items: list[Prepared]) -> list[Entry]:
         group = _Group(tenant, items)

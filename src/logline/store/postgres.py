@@ -6,7 +6,8 @@ any number of processes append to one tenant in a single order, while tenants pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +26,24 @@ def driver_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+_COPY_COLUMNS = re.compile(r"^COPY \w+ \(([^)]*)\) FROM STDIN", re.DOTALL)
+
+
+class PgConnection(Connection):
+    def many(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
+        sql = self.queries[name]
+        match = _COPY_COLUMNS.match(sql)
+        if match is None:
+            super().many(name, rows)
+            return
+        if not rows:
+            return
+        columns = [column.strip() for column in match.group(1).split(",")]
+        with self.raw.cursor().copy(sql.rstrip(";")) as copy:
+            for row in rows:
+                copy.write_row([row[column] for column in columns])
+
+
 class PostgresStore(SqlStore):
     dialect = "postgresql"
 
@@ -36,7 +55,7 @@ class PostgresStore(SqlStore):
 
     def _connect(self) -> Connection:
         raw = psycopg.connect(driver_url(self.url), autocommit=True, prepare_threshold=0)
-        return Connection(raw, self._queries, list)
+        return PgConnection(raw, self._queries, list)
 
     @contextmanager
     def _transaction(self, conn: Connection) -> Iterator[None]:

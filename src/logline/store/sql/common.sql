@@ -1,23 +1,6 @@
 -- Statements both dialects run unchanged. Named blocks: `-- name: <block>`; parameters are :named.
 -- A dialect file (sqlite.sql, postgres.sql) adds the blocks whose SQL differs; no name may repeat.
 
--- name: insert_entry
-INSERT INTO entries (log_id, seq, span_id, span_hash, leaf, body, signature, ts, received, author,
-    kind, title, status, payload_digest, caused_by, replay_of, contract_id, workflow_id, flow_id,
-    visibility, tags)
-VALUES (:log_id, :seq, :span_id, :span_hash, :leaf, :body, :signature, :ts, :received, :author,
-    :kind, :title, :status, :payload_digest, :caused_by, :replay_of, :contract_id, :workflow_id,
-    :flow_id, :visibility, :tags);
-
--- name: insert_tag
-INSERT INTO span_tags (log_id, tag, seq) VALUES (:log_id, :tag, :seq);
-
--- name: insert_payload
-INSERT INTO payloads (log_id, seq, data) VALUES (:log_id, :seq, :data);
-
--- name: insert_node
-INSERT INTO merkle_nodes (log_id, node, hash) VALUES (:log_id, :node, :hash);
-
 -- name: set_size
 UPDATE logs SET size = :size WHERE id = :log_id;
 

@@ -1,5 +1,6 @@
 -- The PostgreSQL dialect of the blocks whose SQL differs between backends (see common.sql).
--- :named parameters become %(named)s when loaded.
+-- :named parameters become %(named)s when loaded. Bulk rows (the insert_* blocks) go through
+-- COPY: one stream per table instead of one statement per row.
 
 -- name: lock_log
 SELECT id, tenant, size FROM logs WHERE tenant = :tenant FOR UPDATE;
@@ -9,3 +10,17 @@ SELECT node, hash FROM merkle_nodes WHERE log_id = :log_id AND node = ANY(:nodes
 
 -- name: existing_span_ids
 SELECT span_id FROM entries WHERE log_id = :log_id AND span_id = ANY(:span_ids);
+
+-- name: insert_entry
+COPY entries (log_id, seq, span_id, span_hash, leaf, body, signature, ts, received, author, kind,
+    title, status, payload_digest, caused_by, replay_of, contract_id, workflow_id, flow_id,
+    visibility, tags) FROM STDIN;
+
+-- name: insert_tag
+COPY span_tags (log_id, tag, seq) FROM STDIN;
+
+-- name: insert_payload
+COPY payloads (log_id, seq, data) FROM STDIN;
+
+-- name: insert_node
+COPY merkle_nodes (log_id, node, hash) FROM STDIN;

@@ -11,3 +11,20 @@ WHERE log_id = :log_id AND node IN (SELECT value FROM json_each(:nodes));
 -- name: existing_span_ids
 SELECT span_id FROM entries
 WHERE log_id = :log_id AND span_id IN (SELECT value FROM json_each(:span_ids));
+
+-- name: insert_entry
+INSERT INTO entries (log_id, seq, span_id, span_hash, leaf, body, signature, ts, received, author,
+    kind, title, status, payload_digest, caused_by, replay_of, contract_id, workflow_id, flow_id,
+    visibility, tags)
+VALUES (:log_id, :seq, :span_id, :span_hash, :leaf, :body, :signature, :ts, :received, :author,
+    :kind, :title, :status, :payload_digest, :caused_by, :replay_of, :contract_id, :workflow_id,
+    :flow_id, :visibility, :tags);
+
+-- name: insert_tag
+INSERT INTO span_tags (log_id, tag, seq) VALUES (:log_id, :tag, :seq);
+
+-- name: insert_payload
+INSERT INTO payloads (log_id, seq, data) VALUES (:log_id, :seq, :data);
+
+-- name: insert_node
+INSERT INTO merkle_nodes (log_id, node, hash) VALUES (:log_id, :node, :hash);
