@@ -233,17 +233,29 @@ def main() -> int:
         f"consistency proof and bundle verified offline; tampering caught at entry "
         f"{result.tampered_seq}. Took {time.perf_counter() - started:.1f} s.")  # fmt: skip
     say(f"\nNext, try (the demo keystore's passphrase is {PASSPHRASE!r}):")
+    cli = _cli_path()
     for command in (
-        f"logline --home {HOME} span list",
-        f"logline --home {HOME} span show {result.settled}",
-        f"logline --home {HOME} span list --workflow-id invoice-2041",
-        f"logline --home {HOME} log verify",
-        f"LOGLINE_PASSPHRASE={PASSPHRASE} logline --home {HOME} id list",
-        f"logline verify {result.bundle} --key {demo.key_text}",
-        f"logline verify-receipt {result.receipt} --key {demo.key_text}",
+        f"{cli} --home {HOME} span list",
+        f"{cli} --home {HOME} span show {result.settled}",
+        f"{cli} --home {HOME} span list --workflow-id invoice-2041",
+        f"{cli} --home {HOME} log verify",
+        f"LOGLINE_PASSPHRASE={PASSPHRASE} {cli} --home {HOME} id list",
+        f"{cli} verify {result.bundle} --key {demo.key_text}",
+        f"{cli} verify-receipt {result.receipt} --key {demo.key_text}",
     ):
         say(f"  {command}")
     return 0
+
+
+def _cli_path() -> str:
+    """How to call the CLI from here: `make run` installs it in .venv, not on PATH."""
+    script = Path(sys.executable).parent / "logline"
+    if shutil.which("logline") == str(script) or not script.exists():
+        return "logline"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 if __name__ == "__main__":
