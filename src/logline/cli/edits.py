@@ -14,7 +14,6 @@ import typer
 from logline.cli.common import AsOption, TenantOption, append, instance, signing_keys, tenant_of
 from logline.cli.output import fields
 from logline.errors import Conflict, InvalidInput, RedactionRefused
-from logline.identity import documents
 from logline.identity.keys import PrivateKey
 from logline.ledger.admission import REDACTION, SYSTEM_KINDS
 from logline.ledger.span import DEFAULT_LIMITS, LINK_FIELDS, Span, new_span
@@ -61,8 +60,10 @@ def check_redactable(original: StoredSpan, reason: str) -> None:
     if not reason.strip():
         raise InvalidInput("a redaction must say why the payload is removed")
     body = original.span.body
-    if body["kind"] in documents.KINDS:
-        raise RedactionRefused("identity documents can't be redacted: verifiers need their keys")
+    if body["kind"] in SYSTEM_KINDS:
+        raise RedactionRefused(
+            "identity documents and redactions can't be redacted: verifiers need them"
+        )
     if body["payload_digest"] is None:
         raise RedactionRefused(f"span {body['id']} has no payload to redact")
     if is_redacted(original):

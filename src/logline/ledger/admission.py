@@ -20,6 +20,7 @@ from logline.ledger.span import Span
 from logline.store.interface import IdentityRecord, KeyRecord, SpanRef, Tx
 
 REDACTION = "logline.redaction"
+FOREIGN = "foreign"  # an imported log's author registered elsewhere: verifiable, cannot sign
 RESERVED_PREFIXES = ("identity.", "logline.")
 SYSTEM_KINDS = (*documents.KINDS, REDACTION)
 
@@ -35,6 +36,7 @@ class Prepared:
 @dataclass(frozen=True, slots=True)
 class CreateIdentity:
     record: IdentityRecord
+    replaces_foreign: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +80,23 @@ class Admission:
     """Admits the spans of one tenant within one transaction. Not thread-safe; one per commit."""
 
     def __init__(
-        self, tx: Tx, log_id: int, tenant: str, received: str, existing_ids: set[str]
+        self,
+        tx: Tx,
+        log_id: int,
+        tenant: str,
+        received: str,
+        existing_ids: set[str],
+        *,
+        replaying: bool = False,
     ) -> None:
         self.tx = tx
         self.log_id = log_id
         self.tenant = tenant
         self.received = received
         self.existing_ids = existing_ids
+        # Replaying an imported, already verified log: its authors' keys and states were checked
+        # in log order by the verifier; only the effects are wanted.
+        self.replaying = replaying
         self.identities: dict[str, IdentityRecord | None] = {}
         self.spans: dict[str, SpanRef] = {}
         self.effects: list[Effect] = []
@@ -156,6 +168,13 @@ class Admission:
         record = self._identity(author)
         if record is None:
             raise UnknownAuthor(f"author {author} is not a registered identity")
+        if self.replaying:
+            return record
+        if record.status == FOREIGN:
+            raise UnknownAuthor(
+                f"author {author} was registered on another log ({record.tenant} of an imported "
+                "bundle); it can sign here once the log where it was created is imported"
+            )
         if record.status != "active":
             raise UnknownAuthor(
                 f"author {author} was claimed by {record.claimed_by} and can no longer sign spans"
@@ -171,7 +190,8 @@ class Admission:
 
     def _creation(self, item: Prepared) -> Effect:
         identity, key, name, expires = documents.parse_creation(item.span)
-        if self._identity(str(identity)) is not None:
+        existing = self._identity(str(identity))
+        if existing is not None and existing.status != FOREIGN:
             raise Conflict(f"identity {identity} already exists")
         if str(key) != item.key:
             raise InvalidSpan(
@@ -183,13 +203,18 @@ class Admission:
             id=str(identity), kind=identity.kind, public_key=str(key), status="active",
             tenant=self.tenant, created_at=self.received, span_id=item.span.id,
             display_name=name, expires_at=expires,
-        ))  # fmt: skip
+        ), replaces_foreign=existing is not None)  # fmt: skip
 
     def _rotation(self, span: Span, author: IdentityRecord) -> Effect:
         new_key = documents.parse_rotation(span)
         self._home_log(author)
         if str(new_key) == author.public_key:
             raise InvalidSpan("the new key is the current key", field="payload.public_key")
+        if any(record.public_key == str(new_key) for record in self.tx.keys(author.id)):
+            raise InvalidSpan(
+                f"{author.id} used this key before; a retired key never returns",
+                field="payload.public_key",
+            )
         if author.kind == "ghost":
             raise InvalidSpan(
                 "ghost identities cannot rotate keys; claim them instead", field="body.author"
@@ -204,6 +229,8 @@ class Admission:
         if ghost is None:
             raise NotFound(f"ghost identity {ghost_id} does not exist")
         self._home_log(ghost)
+        if ghost.status == FOREIGN:
+            raise Conflict(f"ghost {ghost_id} was registered on another log; claim it there")
         if ghost.status != "active":
             raise Conflict(f"ghost {ghost_id} was already claimed by {ghost.claimed_by}")
         if ghost.expires_at is not None and ghost.expires_at <= self.received:
@@ -264,9 +291,9 @@ class Admission:
         target = self._span(payload["span_id"]) if isinstance(payload["span_id"], str) else None
         if target is None:
             raise NotFound(f"span {payload['span_id']} is not in the log of {self.tenant}")
-        if target.kind in documents.KINDS:
+        if target.kind in SYSTEM_KINDS:
             raise InvalidSpan(
-                "identity documents can't be redacted: verifiers need their keys",
+                "identity documents and redactions can't be redacted: verifiers need them",
                 field="payload.span_id",
             )
         if not target.has_payload or target.redacted_by is not None:
@@ -284,7 +311,7 @@ class Admission:
 
     def _apply_to_overlay(self, effect: Effect) -> None:
         match effect:
-            case CreateIdentity(record):
+            case CreateIdentity(record, _):
                 self.identities[record.id] = record
             case RotateKey(identity, _, new_key, _):
                 current = self._identity(identity)
@@ -308,7 +335,9 @@ class Admission:
         tx, received = self.tx, self.received
         for effect in self.effects:
             match effect:
-                case CreateIdentity(record):
+                case CreateIdentity(record, replaces_foreign):
+                    if replaces_foreign:
+                        tx.delete_identity(record.id)
                     tx.insert_identity(record)
                     tx.insert_key(
                         KeyRecord(record.id, record.public_key, received, None, record.span_id)

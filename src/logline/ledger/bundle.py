@@ -22,14 +22,15 @@ from typing import IO, Any
 from logline.canonical import b64decode, b64encode, canonicalize, loads
 from logline.errors import Conflict, LogLineError, NotFound, ParseError, VerificationError
 from logline.identity import documents
-from logline.identity.ids import LogLineId
+from logline.identity.ids import LogLineId, check_tenant
+from logline.identity.keys import PublicKey
 from logline.ledger import merkle
-from logline.ledger.admission import REDACTION, SYSTEM_KINDS, Admission, Prepared
-from logline.ledger.checkpoint import NoteVerifier, open_checkpoint
+from logline.ledger.admission import FOREIGN, REDACTION, SYSTEM_KINDS, Admission, Prepared
+from logline.ledger.checkpoint import NoteVerifier
 from logline.ledger.entry import Entry
 from logline.ledger.log import Log
 from logline.ledger.span import parse_span
-from logline.ledger.timefmt import now_ts
+from logline.ledger.timefmt import now_ts, parse_ts
 from logline.ledger.verify import Item, LogVerifier, Summary
 from logline.store.interface import IdentityRecord, KeyRecord, NewEntry, Tx
 
@@ -133,6 +134,63 @@ def _int(number: int, obj: dict[str, Any], name: str) -> int:
     return value
 
 
+def _str(number: int, obj: dict[str, Any], name: str, *, nullable: bool = False) -> Any:
+    value = obj[name]
+    if not (isinstance(value, str) or (nullable and value is None)):
+        raise ParseError(f"bundle line {number}: {name} must be a string")
+    return value
+
+
+def _hashes(number: int, obj: dict[str, Any]) -> list[bytes]:
+    hashes = obj["hashes"]
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        raise ParseError(f"bundle line {number}: hashes must be a list of base64 strings")
+    decoded = [b64decode(h, what=f"bundle line {number} hash") for h in hashes]
+    if any(len(h) != merkle.HASH_SIZE for h in decoded):
+        raise ParseError(f"bundle line {number}: every hash is {merkle.HASH_SIZE} bytes")
+    return decoded
+
+
+def _key_line(number: int, obj: dict[str, Any]) -> KeyRecord:
+    _fields(number, obj, "identity", "public_key", "valid_from", "valid_until", "span_id")
+    record = KeyRecord(
+        _str(number, obj, "identity"),
+        _str(number, obj, "public_key"),
+        _str(number, obj, "valid_from"),
+        _str(number, obj, "valid_until", nullable=True),
+        _str(number, obj, "span_id"),
+    )
+    try:
+        LogLineId.parse(record.identity)
+        PublicKey.parse(record.public_key)
+        for ts in (record.valid_from, record.valid_until):
+            if ts is not None:
+                parse_ts(ts)
+    except LogLineError as exc:
+        raise ParseError(f"bundle line {number}: {exc}") from exc
+    return record
+
+
+def _header(number: int, header: dict[str, Any]) -> tuple[int, int, int]:
+    if header.get("type") != BUNDLE_TYPE:
+        raise ParseError(f"not a LogLine bundle: first line has type {header.get('type')!r}")
+    _fields(number, header, "v", "origin", "tenant", "log_key", "start", "end", "tree_size",
+            "exported_at")  # fmt: skip
+    if type(header["v"]) is not int or header["v"] != BUNDLE_VERSION:
+        raise ParseError(f"unsupported bundle version {header['v']!r}")
+    start, end, size = (_int(number, header, n) for n in ("start", "end", "tree_size"))
+    if not start < end <= size:
+        raise ParseError(f"bundle range [{start}, {end}) of tree size {size} is not valid")
+    for name in ("origin", "tenant", "log_key", "exported_at"):
+        _str(number, header, name)
+    try:
+        check_tenant(header["tenant"])
+        parse_ts(header["exported_at"])
+    except LogLineError as exc:
+        raise ParseError(f"bundle header: {exc}") from exc
+    return start, end, size
+
+
 def read_bundle(
     source: Iterable[str],
     *,
@@ -143,26 +201,8 @@ def read_bundle(
     """Verify a bundle line by line. `trusted_key` pins the log key (else the header's is used)."""
     lines = _lines(source)
     number, header = next(lines, (0, {"type": "<empty>"}))
-    if header.get("type") != BUNDLE_TYPE:
-        raise ParseError(f"not a LogLine bundle: first line has type {header.get('type')!r}")
-    _fields(
-        number,
-        header,
-        "v",
-        "origin",
-        "tenant",
-        "log_key",
-        "start",
-        "end",
-        "tree_size",
-        "exported_at",
-    )
-    if header["v"] != BUNDLE_VERSION:
-        raise ParseError(f"unsupported bundle version {header['v']!r}")
-    start, end, size = (_int(number, header, n) for n in ("start", "end", "tree_size"))
-    if not start < end <= size:
-        raise ParseError(f"bundle range [{start}, {end}) of tree size {size} is not valid")
-    log_key = NoteVerifier.parse(str(header["log_key"]))
+    start, end, size = _header(number, header)
+    log_key = NoteVerifier.parse(header["log_key"])
     if trusted_key is not None and str(trusted_key) != str(log_key):
         raise VerificationError("log key", expected=str(trusted_key), found=str(log_key))
     if header["origin"] != f"{log_key.name}/{header['tenant']}":
@@ -170,59 +210,55 @@ def read_bundle(
             "bundle origin", expected=f"{log_key.name}/{header['tenant']}", found=header["origin"]
         )
     keys: list[KeyRecord] = []
-    left: list[bytes] = []
+    left: list[bytes] | None = None
     verifier: LogVerifier | None = None
     consistency: list[bytes] | None = None
     for number, obj in lines:
         kind = obj["type"]
-        if kind == "key" and verifier is None:
-            _fields(number, obj, "identity", "public_key", "valid_from", "valid_until", "span_id")
-            keys.append(
-                KeyRecord(
-                    obj["identity"],
-                    obj["public_key"],
-                    obj["valid_from"],
-                    obj["valid_until"],
-                    obj["span_id"],
-                )
-            )
-        elif kind == "left" and verifier is None:
+        if kind == "key" and verifier is None and left is None:
+            keys.append(_key_line(number, obj))
+        elif kind == "left" and verifier is None and left is None and start > 0:
             _fields(number, obj, "hashes")
-            left = [b64decode(h, what="left hash") for h in obj["hashes"]]
-        elif kind == "entry":
+            left = _hashes(number, obj)
+        elif kind == "entry" and consistency is None:
             if verifier is None:
-                verifier = LogVerifier(header["origin"], log_key, keys, start=start, left=left)
+                verifier = LogVerifier(header["origin"], log_key, keys, start=start,
+                                       left=left or [])  # fmt: skip
             _fields(number, obj, "seq", "entry", "span", optional=("redacted_by",))
-            item = Item(
-                _int(number, obj, "seq"),
-                canonicalize(obj["entry"]),
-                obj["span"],
-                obj.get("redacted_by"),
-            )
+            if not isinstance(obj["entry"], dict):
+                raise ParseError(f"bundle line {number}: entry must be an object")
+            redacted_by = _str(number, obj, "redacted_by") if "redacted_by" in obj else None
+            item = Item(_int(number, obj, "seq"), canonicalize(obj["entry"]), obj["span"],
+                        redacted_by)  # fmt: skip
             verifier.add(item)
             if on_entry is not None:
                 on_entry(item, obj)
             if progress is not None:
                 progress(verifier.size - start, end - start)
-        elif kind == "consistency" and verifier is not None and consistency is None:
+        elif kind == "consistency" and verifier is not None and consistency is None and end < size:
             _fields(number, obj, "size1", "size2", "hashes")
-            consistency = [b64decode(h, what="consistency hash") for h in obj["hashes"]]
+            if (_int(number, obj, "size1"), _int(number, obj, "size2")) != (end, size):
+                raise ParseError(f"bundle line {number}: the consistency proof must run from "
+                                 f"{end} to {size}")  # fmt: skip
+            consistency = _hashes(number, obj)
         elif kind == "checkpoint" and verifier is not None:
             _fields(number, obj, "note")
+            note = _str(number, obj, "note")
             if verifier.size != end:
                 raise VerificationError(
                     "bundle entries", expected=end - start, found=verifier.size - start
                 )
-            if consistency is None:
-                verifier.check_checkpoint(obj["note"])
-            else:
-                verifier.check_consistency_to(obj["note"], consistency)
-            checkpoint = open_checkpoint(obj["note"], log_key)
+            if end < size and consistency is None:
+                raise ParseError(f"bundle line {number}: a consistency line must come first")
+            checkpoint = (
+                verifier.check_checkpoint(note) if consistency is None
+                else verifier.check_consistency_to(note, consistency)
+            )  # fmt: skip
             if checkpoint.size != size:
                 raise VerificationError("checkpoint size", expected=size, found=checkpoint.size)
             if next(lines, None) is not None:
                 raise ParseError("bundle has lines after its checkpoint")
-            return verifier.finish(complete=start == 0 and end == size)
+            return verifier.finish(reaches_end=end == size)
         else:
             raise ParseError(f"bundle line {number}: unexpected {kind!r} line here")
     raise VerificationError("bundle", expected="a checkpoint line at the end", found="none")
@@ -282,6 +318,7 @@ def _store_replica(
         nodes = merkle.append_nodes(
             head.size, frontier, [merkle.leaf_hash(row.leaf) for row in rows]
         )
+        # `append_nodes` advanced `frontier` to the new size: folding it gives the new root.
         root = merkle.fold_right([frontier[lv] for lv in sorted(frontier, reverse=True)])
         if root != summary.root:
             raise Conflict(
@@ -292,13 +329,7 @@ def _store_replica(
         tx.set_size(head.log_id, summary.size)
         for span_id, by in redacted.items():
             tx.mark_span(head.log_id, span_id, redacted_by=by)
-        created = {row.span.author for row in rows if row.span.kind == documents.CREATED}
-        by_identity: dict[str, list[KeyRecord]] = {}
-        for record in summary.keys:
-            by_identity.setdefault(record.identity, []).append(record)
-        for identity, records in by_identity.items():
-            if identity not in created and tx.identity(identity) is None:
-                _insert_foreign_identity(tx, tenant, records)
+        _insert_foreign_authors(tx, tenant, rows, summary.keys)
         # Replay the effects of identity documents, reverts and redactions in log order, each at
         # its entry's own received time, exactly as admission applied them at the source.
         for row in rows:
@@ -306,7 +337,9 @@ def _store_replica(
                 continue
             if row.span.kind == REDACTION:
                 continue  # its target arrived without payload, marked by `redacted` above
-            admission = Admission(tx, head.log_id, tenant, row.entry.received, set())
+            admission = Admission(
+                tx, head.log_id, tenant, row.entry.received, set(), replaying=True
+            )
             try:
                 admission.admit([Prepared(row.span, row.entry.key)])
             except LogLineError as exc:
@@ -316,21 +349,33 @@ def _store_replica(
             admission.apply()
 
 
-def _insert_foreign_identity(tx: Tx, tenant: str, records: list[KeyRecord]) -> None:
-    """An author registered on another log: its key history, as the bundle's key lines give it."""
-    current = next((r for r in records if r.valid_until is None), records[-1])
-    first = min(records, key=lambda r: r.valid_from)
-    identity = LogLineId.parse(current.identity)
-    tx.insert_identity(
-        IdentityRecord(
-            current.identity,
-            identity.kind,
-            current.public_key,
-            "active",
-            tenant,
-            first.valid_from,
-            first.span_id,
+def _insert_foreign_authors(
+    tx: Tx, tenant: str, rows: list[NewEntry], key_lines: list[KeyRecord]
+) -> None:
+    """Record the authors that were registered on another log as `foreign` identities.
+
+    Key lines are the exporter's unauthenticated claims, so they never make an identity that can
+    sign here: a foreign identity only lets the replica verify on its own, with exactly the keys
+    its entries were signed with. Importing the identity's own log later replaces it.
+    """
+    created = {row.span.author for row in rows if row.span.kind == documents.CREATED}
+    used: dict[str, set[str]] = {}
+    for row in rows:
+        if row.span.author not in created:
+            used.setdefault(row.span.author, set()).add(row.entry.key)
+    for author, keys in used.items():
+        if tx.identity(author) is not None:
+            continue
+        records = sorted(
+            (r for r in key_lines if r.identity == author and r.public_key in keys),
+            key=lambda r: r.valid_from,
         )
-    )
-    for record in records:
-        tx.insert_key(record)
+        if not records:  # the verifier already refused entries whose key no line vouched for
+            raise VerificationError(f"keys of {author}", expected="key lines", found="none")
+        current = records[-1]
+        tx.insert_identity(IdentityRecord(
+            author, LogLineId.parse(author).kind, current.public_key, FOREIGN, tenant,
+            records[0].valid_from, records[0].span_id,
+        ))  # fmt: skip
+        for record in records:
+            tx.insert_key(record)

@@ -227,33 +227,52 @@ class Log:
         return group.entries
 
     def _commit(self, batch: list[_Group]) -> None:
-        received = format_ts(self.clock())
+        """Commit `batch` in one transaction; if that fails, each group on its own.
+
+        A database error caused by one group (say, a value the schema refuses) must not fail the
+        unrelated groups that happened to share its transaction.
+        """
+        try:
+            if self._commit_once(batch) or len(batch) == 1:
+                return
+            for group in batch:
+                group.error, group.entries = None, []
+                self._commit_once([group])
+        finally:
+            for group in batch:
+                if group.error is None and not group.entries:
+                    group.error = StorageError("commit interrupted")
+                group.done = True
+
+    def _commit_once(self, batch: list[_Group]) -> bool:
         by_tenant: dict[str, list[_Group]] = {}
         for group in batch:
             by_tenant.setdefault(group.tenant, []).append(group)
-        committed = False
         try:
             with self.store.write() as tx:
                 for tenant in sorted(by_tenant):  # one lock order across processes: no deadlock
-                    self._commit_tenant(tx, tenant, by_tenant[tenant], received)
-            committed = True
-        except Exception as exc:
+                    self._commit_tenant(tx, tenant, by_tenant[tenant])
+            return True
+        except BaseException as exc:
+            # Without a commit no group was logged, whatever admission said: every waiter gets an
+            # error, and none may return as if acknowledged.
             error = (
                 exc if isinstance(exc, LogLineError) else StorageError(f"commit failed: {exc!r}")
             )
             for group in batch:
-                group.error = group.error or error
-        finally:
-            # Without a commit no group of this batch was logged, whatever admission said: every
-            # waiter gets an error, and none may return as if acknowledged.
-            for group in batch:
-                if not committed:
-                    group.error = group.error or StorageError("commit interrupted")
-                    group.entries = []
-                group.done = True
+                group.error, group.entries = group.error or error, []
+            if not isinstance(exc, Exception):
+                raise
+            return False
 
-    def _commit_tenant(self, tx: Tx, tenant: str, groups: list[_Group], received: str) -> None:
-        head = tx.lock_log(tenant, received)
+    def _commit_tenant(self, tx: Tx, tenant: str, groups: list[_Group]) -> None:
+        head = tx.lock_log(tenant, format_ts(self.clock()))
+        # Taken under the log lock, and never earlier than the last entry's: `received` does not
+        # go backwards within a log, even across processes whose clocks differ a little.
+        received = format_ts(self.clock())
+        last = tx.last_received(head.log_id, head.size)
+        if last is not None and last > received:
+            received = last
         size = head.size
         frontier_ids = merkle.range_nodes(0, size)
         stored = tx.nodes(head.log_id, frontier_ids)
@@ -310,9 +329,8 @@ class Log:
         """The latest signed checkpoint, first publishing one for the current size if needed.
 
         With `min_size`, an existing checkpoint of at least that size is good enough. Before
-        signing,
-        the new tree is proven consistent with the latest checkpoint: a log never signs a
-        checkpoint that contradicts an earlier one.
+        signing, the new tree is proven consistent with the latest checkpoint: a log never signs
+        a checkpoint that contradicts an earlier one.
         """
         with self._checkpoint_locks.setdefault(tenant, threading.Lock()):
             head = self.head(tenant)

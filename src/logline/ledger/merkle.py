@@ -10,11 +10,11 @@ Argument names are the same everywhere: `index` (0-based leaf index), `size` (tr
 proof and compares it once, raising `VerificationError` with what was expected and what was found.
 
 Proof *generation* works against any store of perfect-subtree hashes: `node(level, index)` returns
-the hash of the perfect subtree of 2**level leaves starting at leaf `index * 2**level`. Every node
-of
-an RFC 6962 proof for any tree size is either such a perfect subtree or an "ephemeral" right-edge
-node, which is the hash of a run of perfect subtrees (RFC 9162 §2.1.3); `proof_nodes` lists the
-perfect subtrees a proof needs so a store can fetch them all in one query.
+the hash of the perfect subtree of 2**level leaves starting at leaf `index * 2**level`. Every
+node of an RFC 6962 proof for any tree size is either such a perfect subtree or an "ephemeral"
+right-edge node, which is the hash of a run of perfect subtrees (RFC 9162 §2.1.3);
+`inclusion_nodes` and `consistency_nodes` list the perfect subtrees a proof needs, so a store can
+fetch them all in one query.
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ from logline.errors import ParseError, VerificationError
 from logline.identity.keys import PublicKey
 from logline.ledger.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from logline.ledger.entry import Entry
-from logline.ledger.merkle import verify_inclusion
+from logline.ledger.merkle import HASH_SIZE, verify_inclusion
 from logline.ledger.span import Span
 
 RECEIPT_VERSION = 1
+MAX_PROOF_HASHES = 64  # a tree of fewer than 2**64 leaves
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,34 +54,50 @@ class Receipt:
 
     @classmethod
     def from_json(cls, data: Any) -> Receipt:
-        if not isinstance(data, dict) or data.get("v") != RECEIPT_VERSION:
-            raise ParseError(f"not a version {RECEIPT_VERSION} receipt")
+        """Parse a receipt object; every member is checked and unknown members are refused.
+
+        Raises only `ParseError` (never ValueError, TypeError or KeyError), whatever `data` is.
+        """
+        if not isinstance(data, dict):
+            raise ParseError(f"a receipt is a JSON object, got {type(data).__name__}")
+        version = data.get("v")
+        if type(version) is not int or version != RECEIPT_VERSION:
+            raise ParseError(f"not a version {RECEIPT_VERSION} receipt (v must be the integer 1)")
         status = data.get("status")
         expected = {"v", "status", "origin", "entry"}
         if status == "checkpointed":
             expected |= {"checkpoint", "inclusion"}
         elif status != "sequenced":
-            raise ParseError(f"receipt status must be sequenced or checkpointed, got {status!r}")
+            shown = status[:40] if isinstance(status, str) else type(status).__name__
+            raise ParseError(f"receipt status must be sequenced or checkpointed, got {shown!r}")
         if set(data) != expected:
             raise ParseError(
                 f"a {status} receipt has exactly the fields {', '.join(sorted(expected))}"
             )
-        if not isinstance(data["origin"], str):
+        origin = data["origin"]
+        if not isinstance(origin, str):
             raise ParseError("receipt origin must be a string")
         entry = Entry.from_json(data["entry"])
         if status == "sequenced":
-            return cls(data["origin"], entry)
-        inclusion = data["inclusion"]
+            return cls(origin, entry)
+        checkpoint, inclusion = data["checkpoint"], data["inclusion"]
         if (
-            not isinstance(data["checkpoint"], str)
+            not isinstance(checkpoint, str)
             or not isinstance(inclusion, list)
             or not all(isinstance(h, str) for h in inclusion)
         ):
             raise ParseError(
                 "receipt checkpoint must be text and inclusion a list of base64 hashes"
             )
+        if len(inclusion) > MAX_PROOF_HASHES:
+            raise ParseError(
+                f"an inclusion proof has at most {MAX_PROOF_HASHES} hashes, got {len(inclusion)}"
+            )
         proof = tuple(b64decode(h, what="inclusion proof hash") for h in inclusion)
-        return cls(data["origin"], entry, data["checkpoint"], proof)
+        for h in proof:
+            if len(h) != HASH_SIZE:
+                raise ParseError(f"inclusion proof hashes are {HASH_SIZE} bytes, got {len(h)}")
+        return cls(origin, entry, checkpoint, proof)
 
 
 def verify_receipt(

@@ -163,7 +163,11 @@ def new_span(
 
 
 def parse_span(data: Any, limits: Limits = DEFAULT_LIMITS) -> Span:
-    """Validate a span in wire form (`{"body", "signature", "payload"?}`); nothing is trusted."""
+    """Validate a span in wire form (`{"body", "signature", "payload"?}`); nothing is trusted.
+
+    Raises only `InvalidSpan`. A present `payload` must not be null (a payload is any JSON value
+    other than null); leave the member out when there is none.
+    """
     if not isinstance(data, dict):
         raise InvalidSpan("a span is a JSON object with body and signature")
     unknown = set(data) - {"body", "signature", "payload"}
@@ -181,6 +185,12 @@ def parse_span(data: Any, limits: Limits = DEFAULT_LIMITS) -> Span:
         raise InvalidSpan(str(exc), field="signature") from exc
     if len(signature) != 64:
         raise InvalidSpan(f"must be 64 bytes, got {len(signature)}", field="signature")
+    if "payload" in data and data["payload"] is None:
+        # A payload is any JSON value but null (docs/PROTOCOL.md §2.2): no payload is written
+        # by leaving the member out, so "payload": null has no meaning and is refused.
+        raise InvalidSpan(
+            "must not be null; leave it out when there is no payload", field="payload"
+        )
     span = Span(body, body_bytes, sha256(body_bytes), signature)
     return _attach_payload(span, data.get("payload"), limits, present="payload" in data)
 

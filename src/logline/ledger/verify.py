@@ -26,12 +26,13 @@ from typing import Any
 from logline.canonical import b64encode, loads
 from logline.errors import LogLineError, NotFound, VerificationError
 from logline.identity import documents
+from logline.identity.ids import LogLineId, check_uuid7
 from logline.identity.keys import PublicKey
 from logline.ledger import merkle
-from logline.ledger.admission import REDACTION
+from logline.ledger.admission import REDACTION, RESERVED_PREFIXES, SYSTEM_KINDS
 from logline.ledger.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from logline.ledger.entry import Entry
-from logline.ledger.span import parse_span
+from logline.ledger.span import Span, parse_span
 from logline.store.interface import CheckpointRecord, KeyRecord, Store
 
 
@@ -51,6 +52,16 @@ class _Identity:
     kind: str
     claimed: bool = False
     expires_at: str | None = None
+    used_keys: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Span:
+    kind: str
+    status: str
+    digest: str | None
+    reverted: bool = False
+    redacted_by: str | None = None
 
 
 @dataclass
@@ -66,7 +77,12 @@ class Summary:
 
 
 class LogVerifier:
-    """Recomputes a log from its entries. `start` > 0 needs the left frontier hashes."""
+    """Recomputes a log from its entries. `start` > 0 needs the left frontier hashes.
+
+    The §8 rules are checked for every identity and span whose earlier entries were seen; from
+    `start` = 0 every span is seen, so a revert, replay or redaction must name one of them.
+    With `collect_nodes`, the recomputed Merkle nodes gather in `new_nodes` for the caller.
+    """
 
     def __init__(
         self,
@@ -76,6 +92,7 @@ class LogVerifier:
         *,
         start: int = 0,
         left: Sequence[bytes] = (),
+        collect_nodes: bool = False,
     ) -> None:
         self.origin = origin
         self.tenant = origin.rpartition("/")[2]
@@ -83,18 +100,18 @@ class LogVerifier:
         self.start = start
         self.size = start
         ids = merkle.range_nodes(0, start)
-        if len(left) != len(ids):
-            raise VerificationError("left frontier hashes", expected=len(ids), found=len(left))
+        if len(left) != len(ids) or any(len(h) != merkle.HASH_SIZE for h in left):
+            raise VerificationError(
+                "left frontier hashes", expected=f"{len(ids)} of 32 bytes", found=len(left)
+            )
         self.frontier = {level: h for (level, _), h in zip(ids, left, strict=True)}
         self.keys = list(keys)
         self.key_records: dict[str, list[KeyRecord]] = {}
         for record in keys:
             self.key_records.setdefault(record.identity, []).append(record)
         self.identities: dict[str, _Identity] = {}
-        self.span_ids: set[str] = set()
-        self.pending_redactions: dict[str, str] = {}  # target span id → claimed redaction id
-        self.redactions: dict[str, str] = {}  # target → redaction span id seen in the log
-        self.reverts: dict[str, str] = {}
+        self.spans: dict[str, _Span] = {}
+        self.collect_nodes = collect_nodes
         self.new_nodes: list[tuple[int, int, bytes]] = []
         self.checkpoints: list[int] = []
         self.redacted = 0
@@ -126,6 +143,8 @@ class LogVerifier:
         if entry.seq != item.seq:
             raise VerificationError("entry seq", expected=item.seq, found=entry.seq)
         # 2. the span is valid and is the one the entry commits to
+        if not isinstance(item.span, dict):
+            raise VerificationError("span", expected="an object", found=type(item.span).__name__)
         span = parse_span({k: v for k, v in item.span.items() if k != "payload"})
         if span.hash != entry.span_hash:
             raise VerificationError(
@@ -135,9 +154,8 @@ class LogVerifier:
             raise VerificationError("span id", expected=entry.span_id, found=span.id)
         if span.tenant != self.tenant:
             raise VerificationError("span tenant", expected=self.tenant, found=span.tenant)
-        if span.id in self.span_ids:
+        if span.id in self.spans:
             raise VerificationError("span id", expected="unique in the log", found=span.id)
-        self.span_ids.add(span.id)
         # 3. the signature is the entry's and verifies under the entry's key
         if span.signature != entry.signature:
             raise VerificationError("span signature", expected="the entry's sig", found="another")
@@ -152,20 +170,29 @@ class LogVerifier:
                 raise VerificationError(
                     "payload", expected=f"present ({digest})", found="missing without a redaction"
                 )
-            self.pending_redactions[span.id] = item.redacted_by
+            check_uuid7(item.redacted_by)
             self.redacted += 1
-        # 4. the key is the author's at this point of the log
-        self._follow_identity(span, entry, payload_present)
-        if span.body["status"] == "reverted" and span.body["caused_by"] is not None:
-            self.reverts[span.body["caused_by"]] = span.id
-        # 6. append the leaf
-        self.new_nodes.extend(
-            merkle.append_nodes(self.size, self.frontier, [merkle.leaf_hash(item.leaf)])
+        elif item.redacted_by is not None:
+            raise VerificationError("redacted_by", expected="absent: no payload", found="present")
+        # 4. the key is the author's at this point of the log, and the §8 rules hold
+        self._follow_identity(span, entry)
+        self._follow_links(span, payload_present)
+        self.spans[span.id] = _Span(
+            span.kind,
+            span.body["status"],
+            digest,
+            redacted_by=None if payload_present else item.redacted_by,
         )
+        # 6. append the leaf
+        nodes = merkle.append_nodes(self.size, self.frontier, [merkle.leaf_hash(item.leaf)])
+        if self.collect_nodes:
+            self.new_nodes.extend(nodes)
         self.size += 1
 
-    def _follow_identity(self, span: Any, entry: Entry, payload_present: bool) -> None:
+    def _follow_identity(self, span: Span, entry: Entry) -> None:
         author, kind = span.author, span.kind
+        if kind.startswith(RESERVED_PREFIXES) and kind not in SYSTEM_KINDS:
+            raise VerificationError("span kind", expected="a kind LogLine defines", found=kind)
         if kind == documents.CREATED:
             identity, key, _, expires = documents.parse_creation(span)
             if author in self.identities:
@@ -174,7 +201,13 @@ class LogVerifier:
                 )
             if str(key) != entry.key:
                 raise VerificationError("identity key", expected=str(key), found=entry.key)
-            self.identities[author] = _Identity(str(key), identity.kind, expires_at=expires)
+            if expires is not None and expires <= entry.received:
+                raise VerificationError(
+                    "ghost expiry", expected=f"> {entry.received}", found=expires
+                )
+            self.identities[author] = _Identity(
+                str(key), identity.kind, expires_at=expires, used_keys={str(key)}
+            )
             return
         state = self.identities.get(author)
         if state is not None:
@@ -194,23 +227,91 @@ class LogVerifier:
                 )
         else:
             self._check_key_record(author, entry)
+        author_kind = LogLineId.parse(author).kind
         if kind == documents.ROTATED:
+            if author_kind == "ghost":
+                raise VerificationError("rotation", expected="a non-ghost author", found=author)
             new_key = str(documents.parse_rotation(span))
-            self.identities.setdefault(
-                author, _Identity(entry.key, author.split("/")[2])
-            ).key = new_key
+            if state is not None:
+                if new_key in state.used_keys:
+                    raise VerificationError(
+                        "rotation", expected="a key never used before", found=new_key
+                    )
+                state.key = new_key
+                state.used_keys.add(new_key)
         elif kind == documents.CLAIMED:
+            if author_kind == "ghost":
+                raise VerificationError("claim", expected="a non-ghost claimant", found=author)
             ghost, proof = documents.parse_claim(span)
             ghost_state = self.identities.get(ghost)
             if ghost_state is not None:
+                if ghost_state.claimed:
+                    raise VerificationError(
+                        "claim of " + ghost, expected="unclaimed", found="claimed earlier"
+                    )
+                if ghost_state.expires_at is not None and entry.received >= ghost_state.expires_at:
+                    raise VerificationError(
+                        "claim of " + ghost,
+                        expected="before expiry",
+                        found=f"expired at {ghost_state.expires_at}",
+                    )
                 PublicKey.parse(ghost_state.key).verify(
                     proof, documents.claim_message(ghost, author)
                 )
                 ghost_state.claimed = True
-        elif kind == REDACTION and payload_present:
-            target = span.payload.get("span_id") if isinstance(span.payload, dict) else None
-            if isinstance(target, str):
-                self.redactions[target] = span.id
+            elif self.start == 0:
+                raise VerificationError(
+                    "claim of " + ghost, expected="a ghost created in this log", found="none"
+                )
+
+    def _follow_links(self, span: Span, payload_present: bool) -> None:
+        """Reverts, replays and redactions name spans seen earlier (§8.4, §8.5)."""
+        body, whole = span.body, self.start == 0
+        if body["replay_of"] is not None and whole and body["replay_of"] not in self.spans:
+            raise VerificationError(
+                "replay_of", expected="a span earlier in the log", found=body["replay_of"]
+            )
+        if body["status"] == "reverted":
+            target = self.spans.get(body["caused_by"]) if body["caused_by"] else None
+            if target is None and (whole or body["caused_by"] is None):
+                raise VerificationError(
+                    "revert", expected="caused_by naming an earlier span", found=body["caused_by"]
+                )
+            if target is not None:
+                if target.status == "reverted" or target.reverted:
+                    raise VerificationError(
+                        "revert",
+                        expected="a span not reverted before and not itself a revert",
+                        found=body["caused_by"],
+                    )
+                target.reverted = True
+        if span.kind == REDACTION:
+            if not payload_present:
+                return  # a redaction's own payload can't be redacted; verified when present
+            payload = span.payload
+            if not isinstance(payload, dict) or not isinstance(payload.get("span_id"), str):
+                raise VerificationError(
+                    "redaction payload", expected="{span_id, ...}", found=type(payload).__name__
+                )
+            target = self.spans.get(payload["span_id"])
+            if target is None:
+                if whole:
+                    raise VerificationError(
+                        "redaction", expected="a span earlier in the log", found=payload["span_id"]
+                    )
+                return
+            if target.kind in SYSTEM_KINDS or target.digest != payload.get("payload_digest"):
+                raise VerificationError(
+                    "redaction of " + payload["span_id"],
+                    expected=f"a payload with digest {target.digest}",
+                    found=payload.get("payload_digest"),
+                )
+            if target.redacted_by is not None and target.redacted_by != span.id:
+                raise VerificationError(
+                    f"redaction of {payload['span_id']}", expected=span.id, found=target.redacted_by
+                )
+            target.redacted_by = span.id
+            target.digest = None  # redacted once: a second redaction finds nothing to redact
 
     def _check_key_record(self, author: str, entry: Entry) -> None:
         for record in self.key_records.get(author, ()):
@@ -252,17 +353,20 @@ class LogVerifier:
         self.checkpoints.append(checkpoint.size)
         return checkpoint
 
-    def finish(self, *, complete: bool) -> Summary:
-        """Final cross-checks. `complete`: the log was verified from its first entry to its end."""
-        for target, claimed in self.pending_redactions.items():
-            seen = self.redactions.get(target)
-            if seen is not None and seen != claimed:
-                raise VerificationError(f"redaction of {target}", expected=seen, found=claimed)
-            if seen is None and (complete or claimed in self.span_ids):
+    def finish(self, *, reaches_end: bool) -> Summary:
+        """Final cross-checks. `reaches_end`: the entries run to the end of the signed tree.
+
+        A redaction always follows its target, so when the entries reach the end, every payload
+        missing from them must have been redacted by a redaction among them.
+        """
+        for span_id, state in self.spans.items():
+            if state.redacted_by is None or state.digest is None:
+                continue  # present, or matched by a redaction seen in the log
+            if reaches_end or state.redacted_by in self.spans:
                 raise VerificationError(
-                    f"payload of {target}",
-                    expected="present or redacted by a redaction span",
-                    found=f"redacted by {claimed}, which does not redact it",
+                    f"payload of {span_id}",
+                    expected="present or removed by a redaction span naming it",
+                    found=f"missing, said to be redacted by {state.redacted_by}",
                 )
         return Summary(
             self.origin,
@@ -291,7 +395,7 @@ def verify_store(
     if head is None:
         raise NotFound(f"tenant {tenant} has no log")
     authors_keys = [k for record in store.identities() for k in store.keys(record.id)]
-    verifier = LogVerifier(origin, note_verifier, authors_keys)
+    verifier = LogVerifier(origin, note_verifier, authors_keys, collect_nodes=True)
     checkpoints = {c.size: c for c in store.checkpoints(head.log_id)}
     if 0 in checkpoints:
         _check_stored_checkpoint(verifier, checkpoints[0])
@@ -319,7 +423,7 @@ def verify_store(
     beyond = [size for size in checkpoints if size > head.size]
     if beyond:
         raise VerificationError("checkpoint size", expected=f"<= {head.size}", found=max(beyond))
-    return verifier.finish(complete=True)
+    return verifier.finish(reaches_end=True)
 
 
 def _check_stored_checkpoint(verifier: LogVerifier, record: CheckpointRecord) -> None:

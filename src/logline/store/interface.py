@@ -82,7 +82,7 @@ class IdentityRecord:
     id: str
     kind: str
     public_key: str
-    status: str  # active | claimed
+    status: str  # active | claimed | foreign (imported; registered on another log, cannot sign)
     tenant: str
     created_at: str
     span_id: str
@@ -167,7 +167,19 @@ class Tx(ABC):
     def set_size(self, log_id: int, size: int) -> None: ...
 
     @abstractmethod
-    def identity(self, identity: str) -> IdentityRecord | None: ...
+    def identity(self, identity: str) -> IdentityRecord | None:
+        """The identity, read-locked until commit where the backend has row locks."""
+
+    @abstractmethod
+    def keys(self, identity: str) -> list[KeyRecord]: ...
+
+    @abstractmethod
+    def delete_identity(self, identity: str) -> None:
+        """Remove an identity and its key records (to replace a `foreign` placeholder)."""
+
+    @abstractmethod
+    def last_received(self, log_id: int, size: int) -> str | None:
+        """The `received` time of the log's last entry, if it has one."""
 
     @abstractmethod
     def insert_identity(self, record: IdentityRecord) -> None: ...

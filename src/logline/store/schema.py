@@ -25,7 +25,7 @@ metadata = MetaData()
 
 TS = String(27)
 SPAN_ID = String(36)
-IDENTITY = String(80)
+IDENTITY = String(100)  # the longest LogLine ID is 85 characters
 KEY = String(60)
 
 DENSE_INDEXES = ("kind", "author", "ts", "status")

@@ -130,8 +130,19 @@ class SqlTx(Tx):
         self.c.run("set_size", {"log_id": log_id, "size": size})
 
     def identity(self, identity: str) -> IdentityRecord | None:
-        row = self.c.one("select_identity", {"id": identity})
+        row = self.c.one("lock_identity", {"id": identity})
         return None if row is None else _identity(row)
+
+    def keys(self, identity: str) -> list[KeyRecord]:
+        return [KeyRecord(*r) for r in self.c.all("select_keys", {"identity": identity})]
+
+    def delete_identity(self, identity: str) -> None:
+        self.c.run("delete_keys", {"id": identity})
+        self.c.run("delete_identity", {"id": identity})
+
+    def last_received(self, log_id: int, size: int) -> str | None:
+        row = self.c.one("last_received", {"log_id": log_id, "seq": size - 1}) if size else None
+        return None if row is None else str(row[0])
 
     def insert_identity(self, record: IdentityRecord) -> None:
         self.c.run("insert_identity", {

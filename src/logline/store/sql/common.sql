@@ -98,3 +98,12 @@ SELECT version_num FROM alembic_version;
 SELECT e.seq, e.author, e.kind, e.status, e.payload_digest, e.reverted_by, e.redacted_by,
     (SELECT COUNT(*) FROM payloads p WHERE p.log_id = e.log_id AND p.seq = e.seq)
 FROM entries e WHERE e.log_id = :log_id AND e.span_id = :span_id;
+
+-- name: delete_identity
+DELETE FROM identities WHERE id = :id;
+
+-- name: delete_keys
+DELETE FROM identity_keys WHERE identity = :id;
+
+-- name: last_received
+SELECT received FROM entries WHERE log_id = :log_id AND seq = :seq;

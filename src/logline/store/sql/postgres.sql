@@ -24,3 +24,8 @@ COPY payloads (log_id, seq, data) FROM STDIN;
 
 -- name: insert_node
 COPY merkle_nodes (log_id, node, hash) FROM STDIN;
+
+-- name: lock_identity
+SELECT id, kind, public_key, status, tenant, created_at, span_id, display_name, expires_at,
+    claimed_by
+FROM identities WHERE id = :id FOR SHARE;

@@ -28,3 +28,8 @@ INSERT INTO payloads (log_id, seq, data) VALUES (:log_id, :seq, :data);
 
 -- name: insert_node
 INSERT INTO merkle_nodes (log_id, node, hash) VALUES (:log_id, :node, :hash);
+
+-- name: lock_identity
+SELECT id, kind, public_key, status, tenant, created_at, span_id, display_name, expires_at,
+    claimed_by
+FROM identities WHERE id = :id;

@@ -16,7 +16,7 @@ depends_on = None
 
 TS = sa.String(27)
 SPAN_ID = sa.String(36)
-IDENTITY = sa.String(80)
+IDENTITY = sa.String(100)
 KEY = sa.String(60)
 DENSE_INDEXES = ("kind", "author", "ts", "status")
 SPARSE_INDEXES = ("caused_by", "replay_of", "contract_id", "workflow_id", "flow_id")
