@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import TENANT, make_identity
-from logline.errors import Conflict, LogLineError, ParseError, VerificationError
+from logline.canonical import canonicalize
+from logline.errors import (
+    Conflict,
+    LogLineError,
+    ParseError,
+    SignatureError,
+    UnknownAuthor,
+    VerificationError,
+)
 from logline.identity.keys import PrivateKey
 from logline.ledger.admission import REDACTION
 from logline.ledger.bundle import export_bundle, import_bundle, verify_bundle
@@ -172,4 +180,77 @@ def test_import_of_a_tampered_bundle_stores_nothing(
         assert store.identities() == []
     finally:
         log.close()
+        store.close()
+
+
+def _export(log: Log, tenant: str) -> str:
+    out = io.StringIO()
+    export_bundle(log, tenant, out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def two_tenant_source(tmp_path: Path) -> Iterator[tuple[Log, str, PrivateKey]]:
+    """alice is created on globex's log and writes on acme's."""
+    store = open_store(f"sqlite:///{tmp_path / 'two.db'}")
+    log = Log(store, "source.local", PrivateKey.generate())
+    try:
+        alice, key = make_identity(log, "globex", "alice")
+        for i in range(3):
+            log.append(new_span(key, tenant=TENANT, author=alice, kind="a.b", title=f"{i}"))
+        yield log, alice, key
+    finally:
+        log.close()
+        store.close()
+
+
+def test_imported_authors_from_elsewhere_cannot_sign_until_their_log_arrives(
+    two_tenant_source: tuple[Log, str, PrivateKey], tmp_path: Path
+) -> None:
+    source, alice, key = two_tenant_source
+    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
+    replica = Log(store, "replica.local", PrivateKey.generate())
+    try:
+        import_bundle(replica, io.StringIO(_export(source, TENANT)))
+        record = store.identity(alice)
+        assert record is not None and record.status == "foreign"
+        with pytest.raises(UnknownAuthor, match="registered on another log"):
+            replica.append(new_span(key, tenant=TENANT, author=alice, kind="a.b", title="x"))
+        replica.checkpoint(TENANT)
+        verify_store(store, TENANT, replica.origin(TENANT), replica.verifier())
+
+        import_bundle(replica, io.StringIO(_export(source, "globex")))  # the home log, second
+        record = store.identity(alice)
+        assert record is not None and record.status == "active"
+        replica.append(new_span(key, tenant=TENANT, author=alice, kind="a.b", title="x"))
+        for tenant in (TENANT, "globex"):
+            replica.checkpoint(tenant)
+            verify_store(store, tenant, replica.origin(tenant), replica.verifier())
+    finally:
+        replica.close()
+        store.close()
+
+
+def test_a_forged_key_line_gives_no_one_a_signing_key(
+    two_tenant_source: tuple[Log, str, PrivateKey], tmp_path: Path
+) -> None:
+    source, alice, _ = two_tenant_source
+    attacker = PrivateKey.generate()
+    lines = _export(source, TENANT).splitlines(keepends=True)
+    line = {"type": "key", "identity": alice, "public_key": str(attacker.public_key),
+            "valid_from": "2000-01-01T00:00:00.000000Z", "valid_until": None,
+            "span_id": "01a200eb-8f59-7195-8d99-c92d7b7d59aa"}  # fmt: skip
+    forged = canonicalize(line).decode() + "\n"
+    text = "".join([lines[0], forged, *lines[1:]])
+    verify_bundle(io.StringIO(text))  # key lines are claims: they change no entry
+    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
+    replica = Log(store, "replica.local", PrivateKey.generate())
+    try:
+        import_bundle(replica, io.StringIO(text))
+        assert [k.public_key for k in store.keys(alice)] != [str(attacker.public_key)]
+        assert str(attacker.public_key) not in {k.public_key for k in store.keys(alice)}
+        with pytest.raises((UnknownAuthor, SignatureError)):
+            replica.append(new_span(attacker, tenant=TENANT, author=alice, kind="a.b", title="x"))
+    finally:
+        replica.close()
         store.close()

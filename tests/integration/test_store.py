@@ -35,6 +35,7 @@ from logline.errors import (
     InvalidSpan,
     NotFound,
     SignatureError,
+    StorageError,
     UnknownAuthor,
     VerificationError,
 )
@@ -1245,3 +1246,71 @@ def test_verify_store_detects_a_deleted_entry(log: Log, store: Store, alice: Ide
     with pytest.raises(VerificationError) as info:
         _verify(log)
     assert info.value.expected == 2  # the position where entry 2 should have been
+
+
+def test_a_redaction_cannot_be_redacted(log: Log, store: Store, alice: Identity) -> None:
+    author, key = alice
+    target = make_span(key, author, payload={"secret": 1})
+    log.append(target, wait="sequenced")
+    first = _redaction_of(key, author, target)
+    log.append(first, wait="sequenced")
+    with pytest.raises(InvalidSpan, match="redactions can't be redacted"):
+        log.append(_redaction_of(key, author, first), wait="sequenced")
+    assert _verify(log) == 3
+
+
+def _redaction_of(key: PrivateKey, author: str, target: Span) -> Span:
+    payload = {"span_id": target.id, "payload_digest": target.body["payload_digest"],
+               "reason": "asked to"}  # fmt: skip
+    return make_span(key, author, kind="logline.redaction", payload=payload)
+
+
+def test_a_retired_key_never_returns(log: Log, store: Store, alice: Identity) -> None:
+    author, first = alice
+    second = PrivateKey.generate()
+    log.append(documents.rotation_span(first, second.public_key, TENANT, author))
+    with pytest.raises(InvalidSpan, match="used this key before"):
+        log.append(documents.rotation_span(second, first.public_key, TENANT, author))
+    assert _size(store) == 2
+
+
+def test_the_longest_valid_identity_fits(log: Log, store: Store) -> None:
+    handle = "a" * 64
+    author, key = make_identity(log, TENANT, handle, "service")
+    assert len(author) == 85
+    log.append(make_span(key, author), wait="sequenced")
+    assert _verify(log) == 2
+
+
+def test_received_never_goes_backwards(clocked_log: Log, store: Store, clock: Clock) -> None:
+    author, key = make_identity(clocked_log, TENANT, "alice")
+    first = clocked_log.append(make_span(key, author, ts=clock.ts()), wait="sequenced")
+    clock.advance(-30)  # the clock of the next writer is behind
+    second = clocked_log.append(make_span(key, author, ts=clock.ts()), wait="sequenced")
+    assert second.entry.received == first.entry.received
+    assert _verify(clocked_log) == 3
+
+
+def test_a_group_whose_commit_fails_does_not_fail_its_batch_mates(
+    log: Log, store: Store, alice: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """White-box: two callers' groups share one transaction; one of them breaks the database."""
+    from logline.ledger.admission import Prepared
+    from logline.ledger.log import _Group
+
+    author, key = alice
+    good = _Group(TENANT, [Prepared(make_span(key, author), str(key.public_key))])
+    bad = _Group(OTHER_TENANT, [Prepared(make_span(key, author, tenant=OTHER_TENANT),
+                                         str(key.public_key))])  # fmt: skip
+    real = Log._commit_tenant
+
+    def failing(self: Log, tx: Any, tenant: str, groups: list[Any]) -> None:
+        if tenant == OTHER_TENANT:
+            raise RuntimeError("the database refused a value")
+        real(self, tx, tenant, groups)
+
+    monkeypatch.setattr(Log, "_commit_tenant", failing)
+    log._commit([good, bad])
+    assert good.error is None and [e.seq for e in good.entries] == [1]
+    assert isinstance(bad.error, StorageError) and bad.entries == []
+    assert _size(store) == 2 and store.log_head(OTHER_TENANT) is None

@@ -115,6 +115,7 @@ class LogVerifier:
         self.new_nodes: list[tuple[int, int, bytes]] = []
         self.checkpoints: list[int] = []
         self.redacted = 0
+        self.last_received = ""
 
     def root(self) -> bytes:
         if self.size == 0:
@@ -142,6 +143,10 @@ class LogVerifier:
             raise VerificationError("leaf data", expected="RFC 8785 canonical", found="other bytes")
         if entry.seq != item.seq:
             raise VerificationError("entry seq", expected=item.seq, found=entry.seq)
+        if entry.received < self.last_received:
+            raise VerificationError("received", expected=f">= {self.last_received}",
+                                    found=entry.received)  # fmt: skip
+        self.last_received = entry.received
         # 2. the span is valid and is the one the entry commits to
         if not isinstance(item.span, dict):
             raise VerificationError("span", expected="an object", found=type(item.span).__name__)
