@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -71,10 +72,8 @@ CREATE_PERSON = creation_span(PERSON_KEY, TENANT, LogLineId.parse(PERSON))
 BASE = new_span(PERSON_KEY, tenant=TENANT, author=PERSON, kind="a.b", title="t", payload={"x": 1})
 
 
-def _span(**fields: object) -> Span:
-    return new_span(  # type: ignore[arg-type]
-        PERSON_KEY, tenant=TENANT, author=PERSON, kind="a.b", title="t", **fields
-    )
+def _span(**fields: Any) -> Span:
+    return new_span(PERSON_KEY, tenant=TENANT, author=PERSON, kind="a.b", title="t", **fields)
 
 
 def _revert(target: str) -> Span:
