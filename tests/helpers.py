@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from logline.identity.documents import creation_span
 from logline.identity.ids import LogLineId
@@ -101,3 +106,31 @@ def flip_bit(data: bytes, index: int = 0, bit: int = 0) -> bytes:
     out = bytearray(data)
     out[index] ^= 1 << bit
     return bytes(out)
+
+
+# --- published test vectors (tests/vectors, written by tests/vectors/generate.py) ---------------
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+
+
+def load_vectors(folder: str) -> list[Any]:
+    """One `pytest.param` per JSON file under tests/vectors/<folder>, with the file name as id."""
+    paths = sorted((VECTORS / folder).rglob("*.json"))
+    assert paths, f"no vectors under tests/vectors/{folder}: run tests/vectors/generate.py"
+    return [pytest.param(json.loads(p.read_text(encoding="utf-8")), id=p.stem) for p in paths]
+
+
+def vector_drift(folder: str) -> list[str]:
+    """Files under tests/vectors/<folder> that are missing, extra or differ from the generator."""
+    spec = importlib.util.spec_from_file_location("vectors_generate", VECTORS / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built: dict[str, str] = module.build()
+    expected = {name: text for name, text in built.items() if name.startswith(f"{folder}/")}
+    on_disk = {
+        p.relative_to(VECTORS).as_posix(): p.read_text(encoding="utf-8")
+        for p in sorted((VECTORS / folder).rglob("*.json"))
+    }
+    return sorted(name for name in expected.keys() | on_disk.keys()
+                  if expected.get(name) != on_disk.get(name))  # fmt: skip

@@ -12,17 +12,16 @@ Three independent checks of `logline.ledger.merkle`:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from collections.abc import Iterator, Sequence
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import VECTORS, load_vectors, vector_drift
 from logline.errors import VerificationError
 from logline.ledger import merkle
 from logline.ledger.merkle import (
@@ -44,7 +43,6 @@ from logline.ledger.merkle import (
     verify_inclusion,
 )
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 Case = dict[str, Any]
 Store = dict[NodeId, bytes]
 
@@ -52,31 +50,8 @@ Store = dict[NodeId, bytes]
 # --- vector files -------------------------------------------------------------------------------
 
 
-def load_vectors(folder: str) -> list[Any]:
-    """One `pytest.param` per JSON file under tests/vectors/<folder>, with the file name as id."""
-    paths = sorted((VECTORS / folder).glob("*.json"))
-    assert paths, f"no vectors under tests/vectors/{folder}: run tests/vectors/generate.py"
-    return [pytest.param(json.loads(p.read_text(encoding="utf-8")), id=p.stem) for p in paths]
-
-
-def generated_files(prefix: str) -> dict[str, str]:
-    spec = importlib.util.spec_from_file_location("vectors_generate", VECTORS / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    files: dict[str, str] = module.build()
-    return {name: text for name, text in files.items() if name.startswith(prefix)}
-
-
 def test_vector_files_match_the_generator() -> None:
-    expected = generated_files("rfc6962/")
-    on_disk = {
-        p.relative_to(VECTORS).as_posix(): p.read_text(encoding="utf-8")
-        for p in sorted((VECTORS / "rfc6962").rglob("*.json"))
-    }
-    assert sorted(on_disk) == sorted(expected), "run .venv/bin/python tests/vectors/generate.py"
-    stale = [name for name, text in expected.items() if on_disk[name] != text]
-    assert stale == [], "run .venv/bin/python tests/vectors/generate.py"
+    assert vector_drift("rfc6962") == [], "run .venv/bin/python tests/vectors/generate.py"
 
 
 def hashes(values: Sequence[str]) -> list[bytes]:
