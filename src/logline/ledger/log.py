@@ -86,6 +86,7 @@ class Log:
         self._commit_lock = threading.Lock()
         self._checkpoint_locks: dict[str, threading.Lock] = {}
         self._known_keys: dict[str, str] = {}
+        self._heads: dict[str, LogHead] = {}
         self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="logline-verify")
 
     def close(self) -> None:
@@ -392,7 +393,13 @@ class Log:
         return merkle.tree_root(size, self._fetcher(log_id, merkle.range_nodes(0, size)))
 
     def _check_size(self, tenant: str, size: int | None) -> tuple[int, int]:
+        # A log only grows and its id never changes: a head seen before answers for any size it
+        # covers, which saves proofs of historical sizes a round trip to the database.
+        known = self._heads.get(tenant)
+        if known is not None and size is not None and 0 <= size <= known.size:
+            return known.log_id, size
         head = self.head(tenant)
+        self._heads[tenant] = head
         if size is None:
             size = head.size
         if not 0 <= size <= head.size:
