@@ -49,9 +49,8 @@ from logline.identity.ids import LogLineId
 from logline.identity.keys import PrivateKey, PublicKey
 from logline.ledger.log import Log, Wait
 from logline.ledger.span import Span, new_span
-from logline.store import open_store, upgrade
+from logline.store import open_store
 from logline.store.interface import Store
-from logline.store.sqlite import SqliteStore
 
 TENANT = "bench"
 INSTANCE = "bench.local"
@@ -222,13 +221,7 @@ def _sqlite_factory(directory: Path, synchronous: str) -> Callable[[], Store]:
         path = directory / f"ingest-{synchronous.lower()}.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-        store = SqliteStore(f"sqlite:///{path}", synchronous=synchronous)
-        try:
-            upgrade(store)
-        except BaseException:
-            store.close()
-            raise
-        return store
+        return open_store(f"sqlite:///{path}?synchronous={synchronous}")
 
     return make
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from helpers import (
     make_identity,
     make_span,
     raw_sql,
+    sql_store,
     ts_from_now,
 )
 from logline.canonical import b64decode, b64encode
@@ -1314,3 +1316,18 @@ def test_a_group_whose_commit_fails_does_not_fail_its_batch_mates(
     assert good.error is None and [e.seq for e in good.entries] == [1]
     assert isinstance(bad.error, StorageError) and bad.entries == []
     assert _size(store) == 2 and store.log_head(OTHER_TENANT) is None
+
+
+def test_sqlite_url_sets_durability(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'n.db'}?synchronous=normal")
+    try:
+        assert sql_store(store)._conn().raw.execute("PRAGMA synchronous").fetchone()[0] == 1
+    finally:
+        store.close()
+    store = open_store(f"sqlite:///{tmp_path / 'f.db'}")
+    try:
+        assert sql_store(store)._conn().raw.execute("PRAGMA synchronous").fetchone()[0] == 2
+    finally:
+        store.close()
+    with pytest.raises(StorageError, match="only SQLite URL option"):
+        open_store(f"sqlite:///{tmp_path / 'x.db'}?journal=off")

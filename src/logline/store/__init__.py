@@ -94,6 +94,8 @@ def _migration_lock(store: Store) -> Iterator[None]:
 
 
 def sqlalchemy_url(url: str) -> str:
+    if url.startswith("sqlite:"):
+        return url.partition("?")[0]  # LogLine's own options are not SQLAlchemy's
     if url.startswith("postgresql://"):
         return url.replace("postgresql://", "postgresql+psycopg://", 1)
     return url

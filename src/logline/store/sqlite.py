@@ -20,21 +20,38 @@ from logline.store.sql import Connection, SqlStore
 BUSY_TIMEOUT_MS = 60_000
 
 
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
 def sqlite_path(url: str) -> Path:
-    """`sqlite:///relative.db` or `sqlite:////absolute/path.db` → the file path."""
+    """`sqlite:///relative.db` or `sqlite:////absolute/path.db[?synchronous=...]` → the file."""
     prefix = "sqlite:///"
+    url = url.partition("?")[0]
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise StorageError(f"a SQLite URL looks like sqlite:////path/to/logline.db, got {url!r}")
     return Path(url[len(prefix) :])
 
 
+def sqlite_synchronous(url: str) -> str:
+    """The `synchronous` option of the URL: FULL unless `?synchronous=NORMAL` (etc.) says so."""
+    query = url.partition("?")[2]
+    if not query:
+        return "FULL"
+    name, _, value = query.partition("=")
+    if name != "synchronous" or value.upper() not in SYNCHRONOUS:
+        raise StorageError(
+            f"the only SQLite URL option is synchronous={'|'.join(SYNCHRONOUS)}, got {query!r}"
+        )
+    return value.upper()
+
+
 class SqliteStore(SqlStore):
     dialect = "sqlite"
 
-    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, url: str) -> None:
         super().__init__(url)
         self.path = sqlite_path(url)
-        self.synchronous = synchronous
+        self.synchronous = sqlite_synchronous(url)
         self._queries = load_queries("sqlite")
 
     def _connect(self) -> Connection:
