@@ -68,6 +68,18 @@ def bundle_text(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         store.close()
 
 
+@pytest.fixture
+def replica(tmp_path: Path) -> Iterator[Log]:
+    """A second, empty instance to import into."""
+    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
+    log = Log(store, "replica.local", PrivateKey.generate())
+    try:
+        yield log
+    finally:
+        log.close()
+        store.close()
+
+
 def test_bundle_verifies_offline_and_counts_redaction(bundle_text: tuple[str, str]) -> None:
     text, key = bundle_text
     summary = verify_bundle(io.StringIO(text), trusted_key=NoteVerifier.parse(key))
@@ -144,43 +156,31 @@ def test_range_bundle_verifies_with_left_frontier_and_consistency(tmp_path: Path
 
 
 def test_import_replicates_exact_tree_and_refuses_twice(
-    bundle_text: tuple[str, str], tmp_path: Path
+    bundle_text: tuple[str, str], replica: Log
 ) -> None:
     text, key = bundle_text
-    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
-    log = Log(store, "replica.local", PrivateKey.generate())
-    try:
-        summary = import_bundle(log, io.StringIO(text), trusted_key=NoteVerifier.parse(key))
-        head = log.head(TENANT)
-        assert head.size == summary.size
-        assert log.root(head.log_id, head.size) == summary.root
-        # The replica verifies on its own, under its own checkpoints.
-        log.checkpoint(TENANT)
-        verify_store(store, TENANT, log.origin(TENANT), log.verifier())
-        with pytest.raises(Conflict):
-            import_bundle(log, io.StringIO(text))
-    finally:
-        log.close()
-        store.close()
+    summary = import_bundle(replica, io.StringIO(text), trusted_key=NoteVerifier.parse(key))
+    head = replica.head(TENANT)
+    assert head.size == summary.size
+    assert replica.root(head.log_id, head.size) == summary.root
+    # The replica verifies on its own, under its own checkpoints.
+    replica.checkpoint(TENANT)
+    verify_store(replica.store, TENANT, replica.origin(TENANT), replica.verifier())
+    with pytest.raises(Conflict):
+        import_bundle(replica, io.StringIO(text))
 
 
 def test_import_of_a_tampered_bundle_stores_nothing(
-    bundle_text: tuple[str, str], tmp_path: Path
+    bundle_text: tuple[str, str], replica: Log
 ) -> None:
     text = bundle_text[0]
     lines = text.split("\n")
     entry_line = _verified_lines(text)[-2]
     lines[entry_line] = lines[entry_line].replace("payment", "pavment", 1)
-    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
-    log = Log(store, "replica.local", PrivateKey.generate())
-    try:
-        with pytest.raises(LogLineError):
-            import_bundle(log, io.StringIO("\n".join(lines)))
-        assert store.log_head(TENANT) is None
-        assert store.identities() == []
-    finally:
-        log.close()
-        store.close()
+    with pytest.raises(LogLineError):
+        import_bundle(replica, io.StringIO("\n".join(lines)))
+    assert replica.store.log_head(TENANT) is None
+    assert replica.store.identities() == []
 
 
 def _export(log: Log, tenant: str) -> str:
@@ -205,34 +205,29 @@ def two_tenant_source(tmp_path: Path) -> Iterator[tuple[Log, str, PrivateKey]]:
 
 
 def test_imported_authors_from_elsewhere_cannot_sign_until_their_log_arrives(
-    two_tenant_source: tuple[Log, str, PrivateKey], tmp_path: Path
+    two_tenant_source: tuple[Log, str, PrivateKey], replica: Log
 ) -> None:
     source, alice, key = two_tenant_source
-    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
-    replica = Log(store, "replica.local", PrivateKey.generate())
-    try:
-        import_bundle(replica, io.StringIO(_export(source, TENANT)))
-        record = store.identity(alice)
-        assert record is not None and record.status == "foreign"
-        with pytest.raises(UnknownAuthor, match="registered on another log"):
-            replica.append(new_span(key, tenant=TENANT, author=alice, kind="a.b", title="x"))
-        replica.checkpoint(TENANT)
-        verify_store(store, TENANT, replica.origin(TENANT), replica.verifier())
-
-        import_bundle(replica, io.StringIO(_export(source, "globex")))  # the home log, second
-        record = store.identity(alice)
-        assert record is not None and record.status == "active"
+    store = replica.store
+    import_bundle(replica, io.StringIO(_export(source, TENANT)))
+    record = store.identity(alice)
+    assert record is not None and record.status == "foreign"
+    with pytest.raises(UnknownAuthor, match="registered on another log"):
         replica.append(new_span(key, tenant=TENANT, author=alice, kind="a.b", title="x"))
-        for tenant in (TENANT, "globex"):
-            replica.checkpoint(tenant)
-            verify_store(store, tenant, replica.origin(tenant), replica.verifier())
-    finally:
-        replica.close()
-        store.close()
+    replica.checkpoint(TENANT)
+    verify_store(store, TENANT, replica.origin(TENANT), replica.verifier())
+
+    import_bundle(replica, io.StringIO(_export(source, "globex")))  # the home log, second
+    record = store.identity(alice)
+    assert record is not None and record.status == "active"
+    replica.append(new_span(key, tenant=TENANT, author=alice, kind="a.b", title="x"))
+    for tenant in (TENANT, "globex"):
+        replica.checkpoint(tenant)
+        verify_store(store, tenant, replica.origin(tenant), replica.verifier())
 
 
 def test_a_forged_key_line_gives_no_one_a_signing_key(
-    two_tenant_source: tuple[Log, str, PrivateKey], tmp_path: Path
+    two_tenant_source: tuple[Log, str, PrivateKey], replica: Log
 ) -> None:
     source, alice, _ = two_tenant_source
     attacker = PrivateKey.generate()
@@ -243,14 +238,9 @@ def test_a_forged_key_line_gives_no_one_a_signing_key(
     forged = canonicalize(line).decode() + "\n"
     text = "".join([lines[0], forged, *lines[1:]])
     verify_bundle(io.StringIO(text))  # key lines are claims: they change no entry
-    store = open_store(f"sqlite:///{tmp_path / 'replica.db'}")
-    replica = Log(store, "replica.local", PrivateKey.generate())
-    try:
-        import_bundle(replica, io.StringIO(text))
-        assert [k.public_key for k in store.keys(alice)] != [str(attacker.public_key)]
-        assert str(attacker.public_key) not in {k.public_key for k in store.keys(alice)}
-        with pytest.raises((UnknownAuthor, SignatureError)):
-            replica.append(new_span(attacker, tenant=TENANT, author=alice, kind="a.b", title="x"))
-    finally:
-        replica.close()
-        store.close()
+    import_bundle(replica, io.StringIO(text))
+    keys = replica.store.keys(alice)
+    assert [k.public_key for k in keys] != [str(attacker.public_key)]
+    assert str(attacker.public_key) not in {k.public_key for k in keys}
+    with pytest.raises((UnknownAuthor, SignatureError)):
+        replica.append(new_span(attacker, tenant=TENANT, author=alice, kind="a.b", title="x"))
