@@ -1331,3 +1331,12 @@ def test_sqlite_url_sets_durability(tmp_path: Path) -> None:
         store.close()
     with pytest.raises(StorageError, match="only SQLite URL option"):
         open_store(f"sqlite:///{tmp_path / 'x.db'}?journal=off")
+
+
+def test_authors_of_a_range(log: Log, store: Store, alice: Identity) -> None:
+    author, key = alice
+    bob, _ = make_identity(log, TENANT, "bob")
+    log.append(make_span(key, author), wait="sequenced")
+    assert store.authors(TENANT, 0, 3) == sorted([author, bob])
+    assert store.authors(TENANT, 2, 3) == [author]
+    assert store.authors(OTHER_TENANT, 0, 3) == []

@@ -65,7 +65,7 @@ def export_bundle(
     line({"type": BUNDLE_TYPE, "v": BUNDLE_VERSION, "origin": log.origin(tenant), "tenant": tenant,
           "log_key": str(log.verifier()), "start": start, "end": end, "tree_size": size,
           "exported_at": now_ts()})  # fmt: skip
-    authors = sorted({s.span.author for s in log.store.spans(tenant, start, end)})
+    authors = log.store.authors(tenant, start, end)
     for author in authors:
         for key in log.store.keys(author):
             line({"type": "key", "identity": key.identity, "public_key": key.public_key,

@@ -335,6 +335,7 @@ class Log:
         """
         with self._checkpoint_locks.setdefault(tenant, threading.Lock()):
             head = self.head(tenant)
+            self._heads[tenant] = head
             latest = self.store.latest_checkpoint(head.log_id)
             wanted = head.size if min_size is None else min_size
             if latest is not None and latest.size >= wanted:
@@ -359,7 +360,7 @@ class Log:
 
     def _checkpointed(self, tenant: str, entries: list[Entry]) -> list[Receipt]:
         record = self.checkpoint(tenant, min_size=entries[-1].seq + 1)
-        log_id = self.head(tenant).log_id
+        log_id, _ = self._check_size(tenant, record.size)
         needed = [n for e in entries for n in merkle.inclusion_nodes(e.seq, record.size)]
         fetch = self._fetcher(log_id, needed)
         return [

@@ -105,7 +105,6 @@ class LogVerifier:
                 "left frontier hashes", expected=f"{len(ids)} of 32 bytes", found=len(left)
             )
         self.frontier = {level: h for (level, _), h in zip(ids, left, strict=True)}
-        self.keys = list(keys)
         self.key_records: dict[str, list[KeyRecord]] = {}
         for record in keys:
             self.key_records.setdefault(record.identity, []).append(record)
@@ -381,7 +380,7 @@ class LogVerifier:
             self.checkpoints,
             self.redacted,
             {k: v.key for k, v in self.identities.items()},
-            self.keys,
+            [record for records in self.key_records.values() for record in records],
         )
 
 

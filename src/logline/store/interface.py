@@ -245,6 +245,10 @@ class Store(ABC):
         """Entries with start <= seq < end, in order, fetched `batch` at a time."""
 
     @abstractmethod
+    def authors(self, tenant: str, start: int, end: int) -> list[str]:
+        """The distinct authors of entries start <= seq < end, sorted."""
+
+    @abstractmethod
     def query(self, query: Query) -> Page: ...
 
     @abstractmethod

@@ -319,6 +319,14 @@ class SqlStore(Store):
                 yield _stored(tenant, row)
             start = int(rows[-1][0]) + 1
 
+    def authors(self, tenant: str, start: int, end: int) -> list[str]:
+        head = self.log_head(tenant)
+        if head is None:
+            return []
+        with self._read() as c:
+            rows = c.all("authors_in_range", {"log_id": head.log_id, "start": start, "end": end})
+        return [str(row[0]) for row in rows]
+
     def query(self, query: Query) -> Page:
         if not 1 <= query.limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")

@@ -107,3 +107,7 @@ DELETE FROM identity_keys WHERE identity = :id;
 
 -- name: last_received
 SELECT received FROM entries WHERE log_id = :log_id AND seq = :seq;
+
+-- name: authors_in_range
+SELECT DISTINCT author FROM entries
+WHERE log_id = :log_id AND seq >= :start AND seq < :end ORDER BY author;
