@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from logline.cli.edits import redaction_span, replay_span, revert_span
 from logline.cli.output import one_line
 from logline.config import CONFIG_FILE
 from logline.errors import ConfigError, LogLineError, VerificationError
@@ -29,6 +28,7 @@ from logline.identity.keystore import Keystore
 from logline.instance import Instance
 from logline.ledger.bundle import export_bundle, verify_bundle
 from logline.ledger.checkpoint import NoteVerifier, open_checkpoint
+from logline.ledger.edits import redaction_span, replay_span, revert_span
 from logline.ledger.merkle import verify_consistency
 from logline.ledger.receipt import Receipt, verify_receipt
 from logline.ledger.span import Span, new_span, parse_span

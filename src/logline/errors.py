@@ -5,9 +5,13 @@
     │   ├── InvalidSpan              a span failed validation (field, reason)
     │   ├── InvalidIdentifier        a LogLine ID, kind, tag or UUID is malformed
     │   ├── ParseError               a checkpoint, receipt, bundle or key could not be parsed
-    │   └── RedactionRefused         this payload may not be redacted
+    │   ├── RedactionRefused         this payload may not be redacted
+    │   └── PayloadTooLarge          a request body is over the size limit
     ├── NotFound                     an identity, span, tenant or entry does not exist
     │   └── UnknownAuthor            a span's author is not a registered identity
+    ├── Unauthenticated              no valid credentials (missing, expired or revoked token)
+    ├── Forbidden                    authenticated, but the role or tenant does not allow it
+    ├── RateLimited                  too many requests; `retry_after` seconds until the next
     ├── Conflict                     the write contradicts stored state (duplicate id, stale key)
     ├── VerificationError            a hash, signature, proof or checkpoint does not check out
     │   └── SignatureError           an Ed25519 signature does not verify
@@ -51,6 +55,26 @@ class ParseError(InvalidInput):
 
 class RedactionRefused(InvalidInput):
     """The payload may not be redacted (identity documents, already redacted, no payload)."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body is larger than the configured limit."""
+
+
+class Unauthenticated(LogLineError):
+    """No valid credentials: missing, malformed, expired or revoked token, or a failed login."""
+
+
+class Forbidden(LogLineError):
+    """The principal is authenticated, but its role or tenant does not allow the action."""
+
+
+class RateLimited(LogLineError):
+    """Too many requests from one principal for one route class."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class NotFound(LogLineError):

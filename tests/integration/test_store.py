@@ -843,6 +843,29 @@ def test_query_filters(log: Log, store: Store) -> None:
     assert item.reverted_by == f.revert.id
 
 
+def test_query_title_text(log: Log, store: Store, alice: Identity) -> None:
+    author, key = alice
+    titles = ["Invoice 42 paid by ACME", "Refund of invoice 7", "Deploy finished",
+              'quote" OR * NEAR( injection', "paid paid"]  # fmt: skip
+    spans = [make_span(key, author, title=title) for title in titles]
+    log.append_batch(spans, wait="sequenced")
+    other = make_identity(log, OTHER_TENANT, "olga")
+    log.append(make_span(other[1], other[0], tenant=OTHER_TENANT, title="invoice paid"),
+               wait="sequenced")  # fmt: skip
+
+    def ids(text: str, **filters: Any) -> list[str]:
+        return _ids(store.query(Query(TENANT, text=text, **filters)).items)
+
+    assert ids("invoice") == [spans[0].id, spans[1].id]  # case-insensitive, this tenant only
+    assert ids("INVOICE paid") == [spans[0].id]  # every word must occur
+    assert ids("paid") == [spans[0].id, spans[4].id]
+    assert ids("paid", descending=True, limit=1) == [spans[4].id]
+    assert ids('OR * NEAR( "injection') == [spans[3].id]  # operators are plain words
+    assert ids("nothing") == []
+    with pytest.raises(InvalidInput):
+        store.query(Query(TENANT, text=" *** "))
+
+
 def _paginate(store: Store, limit: int, descending: bool, **filters: Any) -> list[list[int]]:
     pages: list[list[int]] = []
     after = before = None

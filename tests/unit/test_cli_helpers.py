@@ -12,7 +12,14 @@ import typer
 from logline.canonical import canonicalize
 from logline.cli.bundles import _span_json
 from logline.cli.common import parse_when
-from logline.cli.edits import (
+from logline.cli.main import main
+from logline.cli.output import mask_url, one_line
+from logline.cli.spans import parse_payload
+from logline.errors import Conflict, InvalidInput, RedactionRefused
+from logline.identity.documents import creation_span
+from logline.identity.ids import LogLineId
+from logline.identity.keys import PrivateKey
+from logline.ledger.edits import (
     check_redactable,
     check_replayable,
     check_revertible,
@@ -21,13 +28,6 @@ from logline.cli.edits import (
     revert_span,
     revert_title,
 )
-from logline.cli.main import main
-from logline.cli.output import mask_url, one_line
-from logline.cli.spans import parse_payload
-from logline.errors import Conflict, InvalidInput, RedactionRefused
-from logline.identity.documents import creation_span
-from logline.identity.ids import LogLineId
-from logline.identity.keys import PrivateKey
 from logline.ledger.entry import Entry
 from logline.ledger.span import Span, new_span
 from logline.store.interface import StoredSpan

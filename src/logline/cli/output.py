@@ -95,20 +95,8 @@ def mask_url(url: str) -> str:
 
 
 def stored_json(stored: StoredSpan) -> dict[str, Any]:
-    """A logged span as JSON: the entry, the span in wire form and the log's marks on it.
-
-    The same shape as a bundle's entry lines, so `verify-receipt --span` accepts either.
-    """
-    result: dict[str, Any] = {
-        "seq": stored.seq,
-        "entry": stored.entry.to_json(),
-        "span": stored.span.to_json(),
-    }
-    if stored.reverted_by is not None:
-        result["reverted_by"] = stored.reverted_by
-    if stored.redacted_by is not None:
-        result["redacted_by"] = stored.redacted_by
-    return result
+    """The same shape as a bundle's entry lines, so `verify-receipt --span` accepts either."""
+    return stored.to_json()
 
 
 @contextmanager

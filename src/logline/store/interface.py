@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from logline.ledger.entry import Entry
 from logline.ledger.merkle import NodeId
@@ -52,6 +53,19 @@ class StoredSpan:
     @property
     def entry(self) -> Entry:
         return Entry.from_leaf_data(self.leaf)
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry, the span in wire form and the log's marks on it (a bundle's entry line)."""
+        result: dict[str, Any] = {
+            "seq": self.seq,
+            "entry": self.entry.to_json(),
+            "span": self.span.to_json(),
+        }
+        if self.reverted_by is not None:
+            result["reverted_by"] = self.reverted_by
+        if self.redacted_by is not None:
+            result["redacted_by"] = self.redacted_by
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +138,7 @@ class Query:
     flow_id: str | None = None
     caused_by: str | None = None
     replay_of: str | None = None
+    text: str | None = None  # full-text search over titles: every word must occur
     after_seq: int | None = None
     before_seq: int | None = None
     descending: bool = False

@@ -142,3 +142,84 @@ identity_keys = Table(
     Column("span_id", SPAN_ID, nullable=False),
     PrimaryKeyConstraint("identity", "public_key"),
 )
+
+# --- accounts: who may use the server (migration 0002) --------------------------------------------
+
+ROLE = String(16)
+TOKEN_ID = String(32)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("name", String(48), primary_key=True),
+    Column("display_name", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", IDENTITY, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("identity", IDENTITY, nullable=False, unique=True),
+    Column("password_hash", Text),
+    Column("instance_admin", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("tenant", String(48), nullable=False),
+    Column("identity", IDENTITY, nullable=False),
+    Column("role", ROLE, nullable=False),
+    Column("granted_at", TS, nullable=False),
+    Column("granted_by", IDENTITY, nullable=False),
+    PrimaryKeyConstraint("tenant", "identity"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", TOKEN_ID, primary_key=True),
+    Column("tenant", String(48), nullable=False),
+    Column("identity", IDENTITY, nullable=False),
+    Column("role", ROLE, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("secret_hash", LargeBinary, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS),
+    Column("revoked_at", TS),
+    Index("ix_api_keys_tenant", "tenant"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", TOKEN_ID, primary_key=True),
+    Column("identity", IDENTITY, nullable=False),
+    Column("tenant", String(48), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("refresh_hash", LargeBinary, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("revoked_at", TS),
+    Index("ix_sessions_identity", "identity"),
+)
+
+challenges = Table(
+    "challenges",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("identity", IDENTITY, nullable=False),
+    Column("tenant", String(48), nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+
+custodial_keys = Table(
+    "custodial_keys",
+    metadata,
+    Column("identity", IDENTITY, primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", TS, nullable=False),
+)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +32,7 @@ from logline.store.interface import (
     node_key,
     node_of_key,
 )
+from logline.store.queries import load_queries
 
 Row = tuple[Any, ...]
 MAX_PAGE = 1000
@@ -237,6 +239,8 @@ class SqlStore(Store):
         self._local = threading.local()
         self._all: list[Connection] = []
         self._lock = threading.Lock()
+        # Fragments that `query` assembles, in `:name` style like the rest of its SQL.
+        self._fragments = load_queries("sqlite" if self.dialect == "sqlite" else "postgres")
 
     # --- what a dialect provides ----------------------------------------------------------------
 
@@ -344,6 +348,9 @@ class SqlStore(Store):
         if query.kind is not None:
             where.append("e.kind LIKE :kind ESCAPE '\\'")
             params["kind"] = glob_to_like(query.kind)
+        if query.text is not None:
+            where.append(self._fragments["title_match"])
+            params["text"] = self._search_text(query.text)
         if query.since is not None:
             where.append("e.ts >= :since")
             params["since"] = query.since
@@ -379,6 +386,11 @@ class SqlStore(Store):
 
     def _prepare(self, sql: str) -> str:
         return sql
+
+    def _search_text(self, text: str) -> str:
+        """The search words, as the dialect's full-text match expects them."""
+        words = search_words(text)
+        return " ".join(words)
 
     def identity(self, identity: str) -> IdentityRecord | None:
         with self._read() as c:
@@ -434,6 +446,13 @@ class SqlStore(Store):
 
 def _checkpoint(row: Row) -> CheckpointRecord:
     return CheckpointRecord(int(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
+
+
+def search_words(text: str) -> list[str]:
+    words = re.findall(r"\w+", text)
+    if not words:
+        raise InvalidInput("a title search needs at least one word")
+    return words
 
 
 def glob_to_like(pattern: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from logline.errors import StorageError
 from logline.store.queries import load_queries
-from logline.store.sql import Connection, SqlStore
+from logline.store.sql import Connection, SqlStore, search_words
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -53,6 +53,10 @@ class SqliteStore(SqlStore):
         self.path = sqlite_path(url)
         self.synchronous = sqlite_synchronous(url)
         self._queries = load_queries("sqlite")
+
+    def _search_text(self, text: str) -> str:
+        # Quoted, each word is a literal term for FTS5 (no operators); terms together mean AND.
+        return " ".join(f'"{word}"' for word in search_words(text))
 
     def _connect(self) -> Connection:
         raw = sqlite3.connect(

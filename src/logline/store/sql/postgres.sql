@@ -29,3 +29,7 @@ COPY merkle_nodes (log_id, node, hash) FROM STDIN;
 SELECT id, kind, public_key, status, tenant, created_at, span_id, display_name, expires_at,
     claimed_by
 FROM identities WHERE id = :id FOR SHARE;
+
+-- name: title_match
+-- A WHERE fragment of `query`, served by the expression index `entries_fts` (migration 0002).
+to_tsvector('simple', e.title) @@ plainto_tsquery('simple', :text)

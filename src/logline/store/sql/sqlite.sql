@@ -33,3 +33,8 @@ INSERT INTO merkle_nodes (log_id, node, hash) VALUES (:log_id, :node, :hash);
 SELECT id, kind, public_key, status, tenant, created_at, span_id, display_name, expires_at,
     claimed_by
 FROM identities WHERE id = :id;
+
+-- name: title_match
+-- A WHERE fragment of `query`: the FTS5 rowid is log_id << 40 | seq (migration 0002).
+e.seq IN (SELECT rowid - (:log_id << 40) FROM entries_fts
+    WHERE entries_fts MATCH :text AND rowid >= (:log_id << 40) AND rowid < ((:log_id + 1) << 40))
