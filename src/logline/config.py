@@ -1,6 +1,6 @@
 """The data directory and its configuration.
 
-    <home>/logline.toml     instance name, database URL          (written by `logline init`)
+    <home>/logline.toml     instance name, database URL, [server] (written by `logline init`)
     <home>/instance.key     the instance's Ed25519 seed, base64, mode 0600
     <home>/keystore.json    identities' private keys, encrypted with a passphrase
     <home>/logline.db       the SQLite database (the embedded default)
@@ -15,8 +15,9 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from logline.errors import ConfigError
 
@@ -45,6 +46,7 @@ class Config:
     instance: str
     database_url: str
     default_tenant: str
+    server: dict[str, Any] = field(default_factory=dict)  # the `[server]` table (server.settings)
 
     @property
     def key_path(self) -> Path:
@@ -65,7 +67,7 @@ def load_config(home: Path) -> Config:
         data = tomllib.loads(path.read_text("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    unknown = set(data) - {"instance", "database_url", "default_tenant"}
+    unknown = set(data) - {"instance", "database_url", "default_tenant", "server"}
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     instance = data.get("instance")
@@ -75,7 +77,10 @@ def load_config(home: Path) -> Config:
     tenant = data.get("default_tenant", "default")
     if not isinstance(url, str) or not isinstance(tenant, str):
         raise ConfigError(f"{path}: database_url and default_tenant must be strings")
-    return Config(home, check_instance_name(instance), url, tenant)
+    server = data.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"{path}: `server` must be a table ([server])")
+    return Config(home, check_instance_name(instance), url, tenant, server)
 
 
 def sqlite_url(home: Path) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from logline.cli import bundles, edits, ids, logs, spans
+from logline.cli import bundles, edits, ids, logs, server, spans
 from logline.cli.common import Settings, settings
 from logline.cli.output import fields, mask_url, one_line
 from logline.config import CONFIG_FILE, DB_FILE, KEY_FILE, KEYSTORE_FILE, check_instance_name
@@ -19,7 +19,13 @@ from logline.identity.keystore import Keystore, passphrase_from_env_or_prompt
 from logline.instance import Instance
 
 # Panels group `--help` by task; the offline ones need no data directory at all.
-SETUP, WRITE, LOG, OFFLINE = "Set up", "Write", "Log and bundles", "Offline verification"
+SETUP, SERVE, WRITE, LOG, OFFLINE = (
+    "Set up",
+    "Server",
+    "Write",
+    "Log and bundles",
+    "Offline verification",
+)
 
 app = typer.Typer(
     name="logline",
@@ -84,6 +90,9 @@ def init(
 
 
 app.add_typer(ids.app, name="id", rich_help_panel=SETUP)
+app.add_typer(server.config_app, name="config", rich_help_panel=SETUP)
+app.command("serve", rich_help_panel=SERVE)(server.serve)
+app.command("up", rich_help_panel=SERVE)(server.up)
 app.add_typer(spans.app, name="span", rich_help_panel=WRITE)
 app.command("replay", rich_help_panel=WRITE)(edits.replay)
 app.command("revert", rich_help_panel=WRITE)(edits.revert)

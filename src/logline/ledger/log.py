@@ -88,6 +88,9 @@ class Log:
         self._known_keys: dict[str, str] = {}
         self._heads: dict[str, LogHead] = {}
         self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="logline-verify")
+        # Called as listener(tenant, new_size) after every commit that grew a log (the live
+        # stream's wake-up); must be quick and must not raise.
+        self.listeners: list[Callable[[str, int], None]] = []
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -249,11 +252,13 @@ class Log:
         by_tenant: dict[str, list[_Group]] = {}
         for group in batch:
             by_tenant.setdefault(group.tenant, []).append(group)
+        grown: list[tuple[str, int]] = []
         try:
             with self.store.write() as tx:
                 for tenant in sorted(by_tenant):  # one lock order across processes: no deadlock
-                    self._commit_tenant(tx, tenant, by_tenant[tenant])
-            return True
+                    size = self._commit_tenant(tx, tenant, by_tenant[tenant])
+                    if size is not None:
+                        grown.append((tenant, size))
         except BaseException as exc:
             # Without a commit no group was logged, whatever admission said: every waiter gets an
             # error, and none may return as if acknowledged.
@@ -265,8 +270,13 @@ class Log:
             if not isinstance(exc, Exception):
                 raise
             return False
+        for tenant, size in grown:
+            for listener in self.listeners:
+                listener(tenant, size)
+        return True
 
-    def _commit_tenant(self, tx: Tx, tenant: str, groups: list[_Group]) -> None:
+    def _commit_tenant(self, tx: Tx, tenant: str, groups: list[_Group]) -> int | None:
+        """Admit and write the groups of one tenant; the log's new size, or None if unchanged."""
         head = tx.lock_log(tenant, format_ts(self.clock()))
         # Taken under the log lock, and never earlier than the last entry's: `received` does not
         # go backwards within a log, even across processes whose clocks differ a little.
@@ -309,7 +319,7 @@ class Log:
         if not rows:
             if head.created:
                 tx.delete_empty_log(head.log_id)
-            return
+            return None
         nodes = merkle.append_nodes(
             head.size, frontier, [merkle.leaf_hash(row.leaf) for row in rows]
         )
@@ -317,6 +327,8 @@ class Log:
         tx.insert_nodes(head.log_id, nodes)
         tx.set_size(head.log_id, size)
         admission.apply()
+        tx.announce(tenant, size)
+        return size
 
     # --- checkpoints ----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ deletion.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,6 +229,10 @@ class Tx(ABC):
     def delete_payload(self, log_id: int, span_id: str) -> bool:
         """Delete the payload of a span; False if there was none."""
 
+    @abstractmethod
+    def announce(self, tenant: str, size: int) -> None:
+        """Tell other processes, on commit, that the tenant's log grew to `size` (see `listen`)."""
+
 
 class Store(ABC):
     """Storage of logs, entries, Merkle nodes, checkpoints and identities."""
@@ -287,6 +291,14 @@ class Store(ABC):
     @abstractmethod
     def insert_checkpoint(self, log_id: int, record: CheckpointRecord) -> None:
         """Store a checkpoint; storing the same size twice keeps the first."""
+
+    @abstractmethod
+    def listen(self, stop: Callable[[], bool]) -> Iterator[tuple[str, int]] | None:
+        """Other processes' commits as (tenant, size) while `stop()` is false, as they happen.
+
+        None when the backend cannot push them; watchers then poll `logs()`. The iterator yields
+        `("", -1)` about once a second while idle, so its consumer can check `stop`.
+        """
 
     @abstractmethod
     def close(self) -> None: ...

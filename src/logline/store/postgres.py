@@ -7,7 +7,7 @@ any number of processes append to one tenant in a single order, while tenants pr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,6 +56,27 @@ class PostgresStore(SqlStore):
     def _connect(self) -> Connection:
         raw = psycopg.connect(driver_url(self.url), autocommit=True, prepare_threshold=0)
         return PgConnection(raw, self._queries, list)
+
+    def listen(self, stop: Callable[[], bool]) -> Iterator[tuple[str, int]] | None:
+        return self._notifications(stop)
+
+    def _notifications(self, stop: Callable[[], bool]) -> Iterator[tuple[str, int]]:
+        with self.wrap_exceptions():
+            raw = psycopg.connect(driver_url(self.url), autocommit=True)
+        try:
+            with self.wrap_exceptions():
+                raw.execute("LISTEN logline_logs")
+            while not stop():
+                with self.wrap_exceptions():
+                    received = list(raw.notifies(timeout=1.0, stop_after=1000))
+                for note in received:
+                    tenant, _, size = note.payload.partition(" ")
+                    if size.isdigit():
+                        yield tenant, int(size)
+                if not received:
+                    yield "", -1
+        finally:
+            raw.close()
 
     @contextmanager
     def _transaction(self, conn: Connection) -> Iterator[None]:

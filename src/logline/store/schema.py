@@ -198,7 +198,7 @@ sessions = Table(
     metadata,
     Column("id", TOKEN_ID, primary_key=True),
     Column("identity", IDENTITY, nullable=False),
-    Column("tenant", String(48), nullable=False),
+    Column("tenants", Text, nullable=False),
     Column("method", String(16), nullable=False),
     Column("refresh_hash", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),
@@ -212,7 +212,7 @@ challenges = Table(
     metadata,
     Column("nonce", String(64), primary_key=True),
     Column("identity", IDENTITY, nullable=False),
-    Column("tenant", String(48), nullable=False),
+    Column("tenants", Text, nullable=False),
     Column("expires_at", TS, nullable=False),
 )
 

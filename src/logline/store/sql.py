@@ -196,6 +196,10 @@ class SqlTx(Tx):
     def delete_payload(self, log_id: int, span_id: str) -> bool:
         return self.c.run("delete_payload", {"log_id": log_id, "span_id": span_id}) > 0
 
+    def announce(self, tenant: str, size: int) -> None:
+        if "announce" in self.c.queries:
+            self.c.all("announce", {"payload": f"{tenant} {size}"})
+
 
 def _select_nodes(c: Connection, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
     if not ids:

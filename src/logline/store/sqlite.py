@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,6 +67,9 @@ class SqliteStore(SqlStore):
         raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         raw.execute("PRAGMA foreign_keys=ON")
         return Connection(raw, self._queries, json.dumps)
+
+    def listen(self, stop: Callable[[], bool]) -> Iterator[tuple[str, int]] | None:
+        return None  # SQLite cannot push; watchers poll
 
     @contextmanager
     def _transaction(self, conn: Connection) -> Iterator[None]:

@@ -111,3 +111,116 @@ SELECT received FROM entries WHERE log_id = :log_id AND seq = :seq;
 -- name: authors_in_range
 SELECT DISTINCT author FROM entries
 WHERE log_id = :log_id AND seq >= :start AND seq < :end ORDER BY author;
+
+-- --- accounts (migration 0002) ------------------------------------------------------------------
+
+-- name: insert_tenant
+INSERT INTO tenants (name, display_name, created_at, created_by)
+VALUES (:name, :display_name, :created_at, :created_by) ON CONFLICT (name) DO NOTHING;
+
+-- name: select_tenant
+SELECT name, display_name, created_at, created_by FROM tenants WHERE name = :name;
+
+-- name: select_tenants
+SELECT name, display_name, created_at, created_by FROM tenants ORDER BY name;
+
+-- name: insert_user
+INSERT INTO users (username, identity, password_hash, instance_admin, created_at)
+VALUES (:username, :identity, :password_hash, :instance_admin, :created_at)
+ON CONFLICT DO NOTHING;
+
+-- name: select_user
+SELECT username, identity, password_hash, instance_admin, created_at FROM users
+WHERE username = :username;
+
+-- name: select_user_by_identity
+SELECT username, identity, password_hash, instance_admin, created_at FROM users
+WHERE identity = :identity;
+
+-- name: count_users
+SELECT count(*) FROM users;
+
+-- name: set_password
+UPDATE users SET password_hash = :password_hash WHERE username = :username;
+
+-- name: upsert_membership
+INSERT INTO memberships (tenant, identity, role, granted_at, granted_by)
+VALUES (:tenant, :identity, :role, :granted_at, :granted_by)
+ON CONFLICT (tenant, identity) DO UPDATE SET role = excluded.role,
+    granted_at = excluded.granted_at, granted_by = excluded.granted_by;
+
+-- name: delete_membership
+DELETE FROM memberships WHERE tenant = :tenant AND identity = :identity;
+
+-- name: select_membership
+SELECT tenant, identity, role, granted_at, granted_by FROM memberships
+WHERE tenant = :tenant AND identity = :identity;
+
+-- name: select_members
+SELECT tenant, identity, role, granted_at, granted_by FROM memberships WHERE tenant = :tenant
+ORDER BY identity;
+
+-- name: select_memberships_of
+SELECT tenant, identity, role, granted_at, granted_by FROM memberships WHERE identity = :identity
+ORDER BY tenant;
+
+-- name: count_owners
+SELECT count(*) FROM memberships WHERE tenant = :tenant AND role = 'owner';
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, tenant, identity, role, name, secret_hash, created_at, expires_at,
+    revoked_at)
+VALUES (:id, :tenant, :identity, :role, :name, :secret_hash, :created_at, :expires_at, NULL);
+
+-- name: select_api_key
+SELECT k.id, k.tenant, k.identity, k.role, k.name, k.secret_hash, k.created_at, k.expires_at,
+    k.revoked_at, m.role
+FROM api_keys k LEFT JOIN memberships m ON m.tenant = k.tenant AND m.identity = k.identity
+WHERE k.id = :id;
+
+-- name: select_api_keys
+SELECT k.id, k.tenant, k.identity, k.role, k.name, k.secret_hash, k.created_at, k.expires_at,
+    k.revoked_at, m.role
+FROM api_keys k LEFT JOIN memberships m ON m.tenant = k.tenant AND m.identity = k.identity
+WHERE k.tenant = :tenant ORDER BY k.created_at, k.id;
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = :at WHERE id = :id AND tenant = :tenant AND revoked_at IS NULL;
+
+-- name: insert_session
+INSERT INTO sessions (id, identity, tenants, method, refresh_hash, created_at, expires_at,
+    revoked_at)
+VALUES (:id, :identity, :tenants, :method, :refresh_hash, :created_at, :expires_at, NULL);
+
+-- name: select_session
+SELECT s.id, s.identity, s.tenants, s.method, s.refresh_hash, s.created_at, s.expires_at,
+    s.revoked_at, m.role
+FROM sessions s LEFT JOIN memberships m ON m.identity = s.identity AND m.tenant = :tenant
+WHERE s.id = :id;
+
+-- name: rotate_refresh
+UPDATE sessions SET refresh_hash = :new_hash
+WHERE id = :id AND refresh_hash = :old_hash AND revoked_at IS NULL AND expires_at > :now;
+
+-- name: revoke_session
+UPDATE sessions SET revoked_at = :at WHERE id = :id AND revoked_at IS NULL;
+
+-- name: revoke_sessions_of
+UPDATE sessions SET revoked_at = :at WHERE identity = :identity AND revoked_at IS NULL;
+
+-- name: insert_challenge
+INSERT INTO challenges (nonce, identity, tenants, expires_at)
+VALUES (:nonce, :identity, :tenants, :expires_at);
+
+-- name: take_challenge
+DELETE FROM challenges WHERE nonce = :nonce RETURNING identity, tenants, expires_at;
+
+-- name: purge_challenges
+DELETE FROM challenges WHERE expires_at < :now;
+
+-- name: insert_custodial_key
+INSERT INTO custodial_keys (identity, sealed, created_at) VALUES (:identity, :sealed, :created_at)
+ON CONFLICT (identity) DO NOTHING;
+
+-- name: select_custodial_key
+SELECT sealed FROM custodial_keys WHERE identity = :identity;

@@ -33,3 +33,7 @@ FROM identities WHERE id = :id FOR SHARE;
 -- name: title_match
 -- A WHERE fragment of `query`, served by the expression index `entries_fts` (migration 0002).
 to_tsvector('simple', e.title) @@ plainto_tsquery('simple', :text)
+
+-- name: announce
+-- Delivered to listeners (`PostgresStore.listen`) when the transaction commits, never before.
+SELECT pg_notify('logline_logs', :payload);

@@ -64,7 +64,7 @@ def upgrade() -> None:
         "sessions",
         sa.Column("id", TOKEN_ID, primary_key=True),
         sa.Column("identity", IDENTITY, nullable=False),
-        sa.Column("tenant", TENANT, nullable=False),
+        sa.Column("tenants", sa.Text, nullable=False),
         sa.Column("method", sa.String(16), nullable=False),
         sa.Column("refresh_hash", sa.LargeBinary, nullable=False),
         sa.Column("created_at", TS, nullable=False),
@@ -76,7 +76,7 @@ def upgrade() -> None:
         "challenges",
         sa.Column("nonce", sa.String(64), primary_key=True),
         sa.Column("identity", IDENTITY, nullable=False),
-        sa.Column("tenant", TENANT, nullable=False),
+        sa.Column("tenants", sa.Text, nullable=False),
         sa.Column("expires_at", TS, nullable=False),
     )
     op.create_table(

@@ -1,0 +1,1 @@
+"""The HTTP server: REST API, live stream, authentication, limits (see server.app)."""

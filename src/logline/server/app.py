@@ -1,0 +1,118 @@
+"""The ASGI application: routes, errors as problems, limits, metrics, logs and traces.
+
+    app = create_app(services)             # then serve it with uvicorn (`server.run`)
+
+The lifespan starts what runs beside the requests — the live stream's fan-out and the
+checkpointer — and on shutdown drops stream subscribers (with a reason and a cursor to resume
+from) and publishes a last checkpoint. Uvicorn finishes in-flight requests first, so writes
+that were accepted are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from logline import __version__
+from logline.errors import PayloadTooLarge
+from logline.observe.logs import RequestContextMiddleware
+from logline.observe.metrics import MetricsMiddleware
+from logline.observe.tracing import TracingMiddleware, configure_tracing
+from logline.server import problems
+from logline.server.checkpointer import Checkpointer
+from logline.server.clientaddr import client_address
+from logline.server.routes import accounts, auth, health, identities, log, spans, stream
+from logline.server.services import Services
+
+API_DESCRIPTION = """A verifiable timeline: signed spans on per-tenant Merkle logs.
+
+Errors are `application/problem+json` (RFC 9457) with a stable `type`; see docs/PROTOCOL.md."""
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` (413), by header or by counting what arrives."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                response = problems.problem_for(self._error()).response(scope.get("path"))
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # FastAPI turns other errors raised while reading a body into a 400.
+                    raise HTTPException(413, str(self._error()))
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request bodies are limited to {self.max_bytes} bytes")
+
+
+def create_app(services: Services) -> FastAPI:
+    settings = services.settings
+    checkpointer = Checkpointer(
+        services.log,
+        interval_s=settings.checkpoint_interval_s,
+        on_publish=services.metrics.checkpoint_published,
+    )
+    tracing = configure_tracing(f"logline/{services.name}", settings.otlp_endpoint)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(services.start)
+        services.log.listeners.append(checkpointer.committed)
+        await services.feed.start()
+        task = asyncio.create_task(checkpointer.run(), name="logline-checkpointer")
+        try:
+            yield
+        finally:
+            await services.feed.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.to_thread(checkpointer.flush)
+            services.log.listeners.remove(checkpointer.committed)
+            tracing.shutdown()
+
+    app = FastAPI(
+        title="LogLine",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    problems.install(app)
+    for module in (auth, accounts, spans, identities, log, stream, health):
+        app.include_router(module.router)
+
+    def client_of(scope: Scope) -> str:
+        client = scope.get("client")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        return client_address(client[0] if client else None, headers, settings.trusted_proxies)
+
+    # Outermost last: the request id and the trace cover everything, including refusals.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    app.add_middleware(TracingMiddleware, tracer=tracing.tracer())
+    app.add_middleware(RequestContextMiddleware, client_of=client_of)
+    return app

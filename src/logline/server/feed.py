@@ -1,0 +1,352 @@
+"""The live stream's fan-out: committed entries to every subscriber that asked for them.
+
+    subscription = await feed.subscribe({"acme": 120}, kind="payment.*", transport="sse")
+    async for batch in subscription.messages(heartbeat_s=15):
+        ...                                         # envelopes as JSON text (docs/PROTOCOL.md §11)
+
+One mechanism, whatever wrote the entry: a *wake-up* says a tenant's log grew — from this
+process's own commits (`Log.listeners`), from other processes through PostgreSQL `LISTEN/NOTIFY`,
+or, where nothing pushes (SQLite shared by several processes), from polling the log heads. The
+feed then reads the new entries from the database once, encodes each envelope once, and hands it
+to every subscriber that is *live* on that tenant.
+
+A subscriber that starts behind (resuming from a sequence number) first catches up by reading the
+database itself, at its own pace, and turns live when it reaches what the feed has published.
+Live subscribers get messages through a bounded buffer: one that falls `buffer` messages behind
+is dropped with a reason, and writers never wait for anybody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from logline.errors import InvalidInput
+from logline.identity.ids import check_tenant
+from logline.ledger.timefmt import now_ts
+from logline.observe.metrics import DropReason, Transport
+from logline.store.interface import Store, StoredSpan
+
+ENVELOPE_VERSION = 1
+PAGE = 500
+log = logging.getLogger("logline.server.feed")
+
+
+def envelope(kind: str, **fields: Any) -> str:
+    return json.dumps({"v": ENVELOPE_VERSION, "type": kind, **fields}, separators=(",", ":"))
+
+
+def span_envelope(stored: StoredSpan) -> str:
+    return envelope("span", tenant=stored.tenant, **stored.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    tenant: str
+    seq: int  # -1 for messages that are not entries
+    kind: str
+    text: str
+
+
+def kind_matcher(pattern: str | None) -> Callable[[str], bool] | None:
+    """A kind glob (`payment.*`, `*.failed`, `order.c?eated`) as a predicate."""
+    if pattern is None or pattern == "*":
+        return None
+    if not re.fullmatch(r"[a-z0-9_.*?]{1,128}", pattern):
+        raise InvalidInput(f"kind filter {pattern!r} is not a kind glob (a-z, 0-9, _, ., *, ?)")
+    regex = re.compile(
+        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    )
+    return lambda kind: regex.fullmatch(kind) is not None
+
+
+def parse_cursor(text: str, tenants: list[str]) -> dict[str, int]:
+    """`acme:12,beta:40` (or a bare `12` for one tenant) → the next sequence number per tenant."""
+    positions: dict[str, int] = {}
+    text = text.strip()
+    if text.isdigit() and len(tenants) == 1:
+        return {tenants[0]: int(text)}
+    for part in text.split(","):
+        tenant, sep, seq = part.strip().rpartition(":")
+        if not sep or not seq.isdigit():
+            raise InvalidInput(f"stream position {part!r} is not tenant:seq")
+        positions[check_tenant(tenant)] = int(seq)
+    unknown = set(positions) - set(tenants)
+    if unknown:
+        raise InvalidInput(f"stream position names tenants not subscribed: {sorted(unknown)}")
+    return positions
+
+
+def format_cursor(positions: dict[str, int]) -> str:
+    return ",".join(f"{tenant}:{seq}" for tenant, seq in sorted(positions.items()))
+
+
+class Dropped(Exception):
+    """The subscriber was dropped, for `reason`."""
+
+    def __init__(self, reason: DropReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class Subscription:
+    """One client's subscription. `next` holds, per tenant, the next sequence number it wants."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        positions: dict[str, int],
+        matches: Callable[[str], bool] | None,
+        buffer: int,
+        transport: Transport,
+    ) -> None:
+        self.feed = feed
+        self.next = dict(positions)  # what has been queued or read for this subscriber
+        self.sent = dict(positions)  # what the transport has written: the resume cursor
+        self.matches = matches
+        self.buffer = buffer
+        self.transport = transport
+        self.live: set[str] = set()
+        self.dropped: Dropped | None = None
+        self._items: deque[Message] = deque()
+        self._ready = asyncio.Event()
+
+    @property
+    def cursor(self) -> str:
+        """Where to resume after what was sent (`sent`): every later entry comes again."""
+        return format_cursor(self.sent)
+
+    def sending(self, message: Message) -> str:
+        """Record that `message` is being written; the cursor after it."""
+        if message.seq >= 0:
+            self.sent[message.tenant] = max(self.sent[message.tenant], message.seq + 1)
+        return self.cursor
+
+    def _deliver(self, tenant: str, messages: list[Message], end: int) -> None:
+        start = self.next[tenant]
+        for message in messages:
+            if message.seq < start or (self.matches is not None and not self.matches(message.kind)):
+                continue
+            if len(self._items) >= self.buffer:
+                self.drop("slow_consumer", f"{self.buffer} messages unread; resume from the cursor")
+                return
+            self._items.append(message)
+        self.next[tenant] = max(start, end)
+        self._ready.set()
+
+    def drop(self, reason: DropReason, detail: str) -> None:
+        if self.dropped is None:
+            self.dropped = Dropped(reason, detail)
+            self.feed._unsubscribe(self)
+            self._ready.set()
+
+    def close(self) -> None:
+        self.feed._unsubscribe(self)
+
+    async def messages(self, heartbeat_s: float) -> AsyncIterator[list[Message]]:
+        """Batches of messages: catch-up first, then live; heartbeats when idle.
+
+        Raises `Dropped` when the feed drops this subscriber.
+        """
+        async for batch in self._catch_up():
+            yield batch
+        # Everything before `next` was read and sent; filtered entries need no second look.
+        self.sent.update(self.next)
+        yield [Message("", -1, "live", envelope("live", cursor=self.cursor))]
+        while True:
+            if self.dropped is not None:
+                raise self.dropped
+            if not self._items:
+                self._ready.clear()
+                try:
+                    await asyncio.wait_for(self._ready.wait(), heartbeat_s)
+                except TimeoutError:
+                    yield [Message("", -1, "heartbeat", envelope("heartbeat", time=now_ts()))]
+                    continue
+                if self.dropped is not None:
+                    raise self.dropped
+            batch = list(self._items)
+            self._items.clear()
+            yield batch
+
+    async def _catch_up(self) -> AsyncIterator[list[Message]]:
+        for tenant in sorted(self.next):
+            while tenant not in self.live:
+                if self.dropped is not None:
+                    raise self.dropped
+                end = self.feed.published.get(tenant, 0)
+                start = self.next[tenant]
+                if start >= end:
+                    # Checked and set with no await in between: the feed publishes nothing
+                    # for this tenant that we could miss.
+                    self.live.add(tenant)
+                    break
+                stop = min(end, start + PAGE)
+                rows = await asyncio.to_thread(_read, self.feed.store, tenant, start, stop)
+                messages = [m for m in rows if self.matches is None or self.matches(m.kind)]
+                self.next[tenant] = stop
+                if messages:
+                    yield messages
+
+
+def _read(store: Store, tenant: str, start: int, end: int) -> list[Message]:
+    return [
+        Message(tenant, stored.seq, stored.span.kind, span_envelope(stored))
+        for stored in store.spans(tenant, start, end, batch=PAGE)
+    ]
+
+
+class Feed:
+    """Per process: wake-ups in, one database read per new entry, fan-out to subscribers."""
+
+    def __init__(self, store: Store, *, poll_s: float = 1.0) -> None:
+        self.store = store
+        self.poll_s = poll_s
+        self.published: dict[str, int] = {}  # per tenant: entries below this were fanned out
+        self._subs: dict[str, set[Subscription]] = {}
+        self._grown: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = threading.Event()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks.append(asyncio.create_task(self._run(), name="logline-feed"))
+        notifications = self.store.listen(self._stopping.is_set)
+        if notifications is not None:
+            thread = threading.Thread(
+                target=self._listen, args=(notifications,), name="logline-listen", daemon=True
+            )
+            thread.start()
+
+    async def stop(self) -> None:
+        self.drop_all("shutdown", "the server is shutting down; resume from the cursor")
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def drop_all(self, reason: DropReason, detail: str) -> None:
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.drop(reason, detail)
+
+    @property
+    def subscribers(self) -> int:
+        return len({sub for subs in self._subs.values() for sub in subs})
+
+    # --- wake-ups ---------------------------------------------------------------------------------
+
+    def committed(self, tenant: str, size: int) -> None:
+        """`Log.listeners` hook: called from writer threads after a commit."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._grew, tenant, size)
+
+    def _grew(self, tenant: str, size: int) -> None:
+        if size > self._grown.get(tenant, -1):
+            self._grown[tenant] = size
+            self._wake.set()
+
+    def _listen(self, notifications: Iterator[tuple[str, int]]) -> None:
+        try:
+            for tenant, size in notifications:
+                if tenant:
+                    self.committed(tenant, size)
+        except Exception as exc:  # the poll keeps the stream going without notifications
+            log.warning("stopped listening for other processes' commits: %s", exc)
+
+    # --- subscribing ------------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        positions: dict[str, int | None],
+        *,
+        kind: str | None = None,
+        buffer: int = 1000,
+        transport: Transport = "websocket",
+    ) -> Subscription:
+        """Subscribe from the given next sequence numbers (None: from now on)."""
+        matches = kind_matcher(kind)
+        start: dict[str, int] = {}
+        for tenant, seq in positions.items():
+            if tenant not in self.published:
+                head = await asyncio.to_thread(self.store.log_head, tenant)
+                # Another subscribe may have set it while this one read.
+                self.published.setdefault(tenant, 0 if head is None else head.size)
+            start[tenant] = self.published[tenant] if seq is None else seq
+        sub = Subscription(self, start, matches, buffer, transport)
+        for tenant in start:
+            self._subs.setdefault(tenant, set()).add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        for tenant in sub.next:
+            subs = self._subs.get(tenant)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    # Nobody follows the tenant now: forget how far it was published, or a later
+                    # subscriber "from now" would start from this stale point.
+                    del self._subs[tenant]
+                    self.published.pop(tenant, None)
+
+    # --- fan-out ----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            except TimeoutError:
+                await self._poll()
+            self._wake.clear()
+            grown, self._grown = self._grown, {}
+            for tenant, size in grown.items():
+                if tenant in self._subs:
+                    try:
+                        await self._publish(tenant, size)
+                    except Exception as exc:
+                        log.warning("stream fan-out for %s failed, will retry: %s", tenant, exc)
+                        self._grown[tenant] = max(size, self._grown.get(tenant, 0))
+
+    async def _poll(self) -> None:
+        """Where nothing pushes wake-ups (SQLite shared by processes), look at the log heads."""
+        if not self._subs:
+            return
+        try:
+            heads = await asyncio.to_thread(self.store.logs)
+        except Exception as exc:
+            log.warning("stream poll failed: %s", exc)
+            return
+        for head in heads:
+            if head.tenant in self._subs and head.size > self.published.get(head.tenant, 0):
+                self._grew(head.tenant, head.size)
+
+    async def _publish(self, tenant: str, size: int) -> None:
+        while self.published.get(tenant, 0) < size and tenant in self._subs:
+            start = self.published[tenant]
+            end = min(size, start + PAGE)
+            messages = await asyncio.to_thread(_read, self.store, tenant, start, end)
+            if not messages:
+                return
+            end = messages[-1].seq + 1
+            # Between the read and here nothing else published this tenant: one task publishes.
+            for sub in list(self._subs.get(tenant, ())):
+                if tenant in sub.live:
+                    sub._deliver(tenant, messages, end)
+            self.published[tenant] = end

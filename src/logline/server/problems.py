@@ -1,0 +1,135 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`) with stable types.
+
+    problem = problem_for(InvalidSpan("too long", field="body.title"))
+    problem.status, problem.type        # → 422, "urn:logline:problem:invalid-span"
+
+Every `LogLineError` maps to one type, listed in docs/PROTOCOL.md §11; clients match on `type`,
+never on `detail`, which is for people.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from logline import errors
+
+MEDIA_TYPE = "application/problem+json"
+PREFIX = "urn:logline:problem:"
+log = logging.getLogger("logline.server")
+
+# Most specific first: the first class an error is an instance of decides.
+_TYPES: list[tuple[type[errors.LogLineError], int, str, str]] = [
+    (errors.InvalidSpan, 422, "invalid-span", "Invalid span"),
+    (errors.InvalidIdentifier, 422, "invalid-identifier", "Invalid identifier"),
+    (errors.ParseError, 400, "parse-error", "Unparseable input"),
+    (errors.RedactionRefused, 422, "redaction-refused", "Redaction refused"),
+    (errors.PayloadTooLarge, 413, "payload-too-large", "Request body too large"),
+    (errors.InvalidInput, 400, "invalid-input", "Invalid input"),
+    (errors.UnknownAuthor, 422, "unknown-author", "Unknown author"),
+    (errors.NotFound, 404, "not-found", "Not found"),
+    (errors.Unauthenticated, 401, "unauthenticated", "Authentication required"),
+    (errors.Forbidden, 403, "forbidden", "Forbidden"),
+    (errors.RateLimited, 429, "rate-limited", "Too many requests"),
+    (errors.Conflict, 409, "conflict", "Conflict"),
+    (errors.SignatureError, 422, "invalid-signature", "Invalid signature"),
+    (errors.VerificationError, 500, "integrity-error", "Stored data failed verification"),
+    (errors.StorageError, 503, "storage-unavailable", "Storage unavailable"),
+    (errors.LogLineError, 500, "server-error", "Server error"),
+]
+_HTTP_TYPES = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
+PROBLEM_TYPES = sorted(
+    {slug for _, _, slug, _ in _TYPES} | {"validation-error", *_HTTP_TYPES.values()}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    status: int
+    type: str
+    title: str
+    detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self, instance: str | None = None) -> JSONResponse:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+        if instance is not None:
+            body["instance"] = instance
+        return JSONResponse(body, self.status, headers=self.headers, media_type=MEDIA_TYPE)
+
+
+def problem_for(exc: errors.LogLineError) -> Problem:
+    status, slug, title = next((s, t, x) for c, s, t, x in _TYPES if isinstance(exc, c))
+    extra: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    detail = str(exc)
+    if isinstance(exc, errors.InvalidSpan) and exc.field is not None:
+        extra["field"] = exc.field
+    if isinstance(exc, errors.RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+        extra["retry_after"] = exc.retry_after
+    if isinstance(exc, errors.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="logline"'
+    if status >= 500 and not isinstance(exc, errors.StorageError):
+        detail = "the server failed; the request id in the logs has the details"
+    return Problem(status, PREFIX + slug, title, detail, extra, headers)
+
+
+def install(app: FastAPI) -> None:
+    """Route every error the app can raise through `problem_for`."""
+
+    async def logline_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.LogLineError)
+        problem = problem_for(exc)
+        if problem.status >= 500:
+            log.error("request failed: %s", exc, exc_info=exc)
+        return problem.response(request.url.path)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        found = [
+            {"loc": [str(part) for part in e["loc"]], "msg": str(e["msg"]), "type": str(e["type"])}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in found[:5])
+        problem = Problem(
+            422, PREFIX + "validation-error", "Invalid request", detail, {"errors": found}
+        )
+        return problem.response(request.url.path)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        slug = _HTTP_TYPES.get(exc.status_code, "http-error")
+        headers = dict(exc.headers or {})
+        problem = Problem(
+            exc.status_code, PREFIX + slug, str(exc.detail), str(exc.detail), headers=headers
+        )
+        return problem.response(request.url.path)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=exc)
+        problem = Problem(
+            500,
+            PREFIX + "server-error",
+            "Server error",
+            "the server failed; the request id in the logs has the details",
+        )
+        return problem.response(request.url.path)
+
+    app.add_exception_handler(errors.LogLineError, logline_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,169 @@
+"""Running the server: `logline serve` (the control plane) and `logline up` (all on one machine).
+
+    serve(Path(".logline"), port=0)            # blocks until SIGINT/SIGTERM
+
+`up` also makes the data directory if there is none and, on the first start, a first tenant and
+an instance administrator whose password it prints (and keeps in `<home>/admin-password`, mode
+0600, until you change it). Both print one line `LogLine serving at <url>` once the server
+accepts requests. On SIGTERM they stop accepting, finish in-flight requests (up to
+`shutdown_grace_s`), drop stream subscribers with a cursor to resume from, and checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from logline.config import CONFIG_FILE
+from logline.errors import ConfigError
+from logline.instance import Instance, write_secret
+from logline.observe.logs import configure_logging
+from logline.server.app import create_app
+from logline.server.models import UserIn
+from logline.server.routes.accounts import create_user
+from logline.server.services import Services
+from logline.server.settings import ServerSettings, load_settings
+
+ADMIN = "admin"
+PASSWORD_FILE = "admin-password"
+DEFAULT_INSTANCE = "logline.local"
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    tenant: str
+    username: str
+    password: str | None  # None once the first password was changed (file removed)
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn, telling the stream to let go of its clients as soon as shutdown starts."""
+
+    def __init__(self, config: uvicorn.Config, services: Services, banner: str) -> None:
+        super().__init__(config)
+        self.services = services
+        self.banner = banner
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(self.banner, flush=True)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        feed = self.services.feed
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            loop.call_soon_threadsafe(
+                feed.drop_all, "shutdown", "the server is shutting down; resume from the cursor"
+            )
+        # Unlike uvicorn's own handler, do not re-raise the signal after shutting down: the
+        # process closes its store and exits 0, which is what a graceful stop is.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(settings: ServerSettings, sock: socket.socket) -> str:
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{sock.getsockname()[1]}"
+
+
+def run(instance: Instance, settings: ServerSettings, *, first_login: bool = False) -> None:
+    """Serve until a signal stops the server."""
+    configure_logging(settings.log_level, json=settings.log_json)
+    services = Services(instance, settings)
+    login = bootstrap(services) if first_login else None
+    sock = _bind(settings.host, settings.port)
+    url = _url(settings, sock)
+    banner = f"LogLine serving at {url}"
+    if login is not None:
+        banner += f"\n  tenant: {login.tenant}\n  login:  {login.username}"
+        banner += f" / {login.password}" if login.password else " (password changed)"
+        banner += f"\n  docs:   {url}/docs"
+    config = uvicorn.Config(
+        create_app(services),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        ws_ping_interval=20.0,
+        lifespan="on",
+    )
+    server = _Server(config, services, banner)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        services.close()
+    if not server.started:
+        raise ConfigError("the server did not start; the log above says why")
+
+
+def serve(home: Path, **overrides: object) -> None:
+    instance = Instance.open(home)
+    try:
+        settings = load_settings(instance.config, **overrides)
+    except BaseException:
+        instance.close()
+        raise
+    run(instance, settings)
+
+
+def up(home: Path, **overrides: object) -> None:
+    """Everything on one machine, making the data directory and first login if needed."""
+    if not (home / CONFIG_FILE).exists():
+        Instance.init(home, name=DEFAULT_INSTANCE, tenant="default").close()
+    instance = Instance.open(home)
+    try:
+        settings = load_settings(instance.config, **overrides)
+    except BaseException:
+        instance.close()
+        raise
+    run(instance, settings, first_login=True)
+
+
+def bootstrap(services: Services) -> Login:
+    """The first tenant and instance administrator, made once; the login to show."""
+    home = services.instance.config.home
+    tenant = services.instance.config.default_tenant
+    services.start()
+    password_file = home / PASSWORD_FILE
+    if services.accounts.count_users() == 0:
+        password = secrets.token_urlsafe(12)
+        services.ensure_tenant(tenant, tenant, by=services.system_identity)
+        user = UserIn(
+            username=ADMIN,
+            password=password,
+            tenant=tenant,
+            role="owner",
+            instance_admin=True,
+            display_name="Instance administrator",
+        )
+        password_file.unlink(missing_ok=True)
+        write_secret(password_file, password + "\n")
+        create_user(services, user, services.system_identity)
+    stored = password_file.read_text().strip() if password_file.exists() else None
+    return Login(tenant, ADMIN, stored)

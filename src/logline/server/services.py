@@ -1,0 +1,148 @@
+"""Everything a server process holds, built once per process from the instance and settings.
+
+    services = Services(Instance.open(home), load_settings(config))
+    services.start()                           # the instance identity and the `system` log
+    services.record("acme", "tenant.created", "Tenant acme created", {...})
+
+The server speaks on the logs as the *instance identity*, `logline-id://service/<instance>`, a
+custodial identity registered on the reserved `system` tenant's log. Onboarding steps and security
+events are spans it signs; whoever verifies a log can tell them from what users wrote by author.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from logline.errors import Conflict, NotFound, UnknownAuthor
+from logline.identity import documents
+from logline.identity.ids import LogLineId
+from logline.identity.keys import PrivateKey
+from logline.instance import Instance
+from logline.ledger.log import Wait
+from logline.ledger.receipt import Receipt
+from logline.ledger.span import Span, new_span
+from logline.ledger.timefmt import now_ts
+from logline.observe.metrics import Metrics
+from logline.server.custody import Custody
+from logline.server.feed import Feed
+from logline.server.ratelimit import RateLimiter
+from logline.server.settings import ServerSettings
+from logline.server.tokens import Tokens
+from logline.store.accounts import Accounts, Tenant
+
+SYSTEM_TENANT = "system"
+
+
+class Services:
+    def __init__(self, instance: Instance, settings: ServerSettings) -> None:
+        self.instance = instance
+        self.settings = settings
+        self.log = instance.log
+        self.store = instance.store
+        self.accounts = Accounts(instance.store)
+        self.custody = Custody(instance.key, self.accounts)
+        self.tokens = Tokens(
+            instance.key, issuer=instance.config.instance, access_ttl_s=settings.access_token_ttl_s
+        )
+        self.limiter = RateLimiter(settings.rate_limit_storage, limits=settings.rate_limits)
+        self.metrics = Metrics()
+        self.feed = Feed(instance.store, poll_s=settings.stream_poll_s)
+        self.log.listeners.append(self.feed.committed)
+        self.system_identity = f"logline-id://service/{instance.config.instance}"
+        self._system_key: PrivateKey | None = None
+
+    @property
+    def name(self) -> str:
+        return self.instance.config.instance
+
+    def start(self) -> None:
+        """Make sure the instance identity exists; idempotent, and safe with racing processes."""
+        key = self.custody.create(self.system_identity)  # the first process's key wins
+        if self.store.identity(self.system_identity) is None:
+            span = documents.creation_span(
+                key, SYSTEM_TENANT, LogLineId.parse(self.system_identity), f"Instance {self.name}"
+            )
+            try:
+                self.log.append(span, wait="sequenced")
+            except Conflict:
+                pass  # another process registered it first, with the same stored key
+        self._system_key = key
+        self.ensure_tenant(SYSTEM_TENANT, "Instance-level records", by=self.system_identity)
+
+    def close(self) -> None:
+        self.log.listeners.remove(self.feed.committed)
+        self.instance.close()
+
+    # --- writing as the instance or as a custodial identity ---------------------------------------
+
+    def system_key(self) -> PrivateKey:
+        if self._system_key is None:
+            raise RuntimeError("Services.start() has not run")
+        return self._system_key
+
+    def record(
+        self,
+        tenant: str,
+        kind: str,
+        title: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        wait: Wait = "sequenced",
+        **fields: Any,
+    ) -> Receipt:
+        """Log a span authored and signed by the instance identity."""
+        span = new_span(
+            self.system_key(),
+            tenant=tenant,
+            author=self.system_identity,
+            kind=kind,
+            title=title,
+            payload=payload,
+            **fields,
+        )
+        return self.log.append(span, wait=wait)
+
+    def custodial_key(self, identity: str) -> PrivateKey:
+        key = None if identity == self.system_identity else self.custody.key(identity)
+        if key is None:
+            raise Conflict(
+                f"the server holds no key for {identity}; sign the span yourself and post it"
+            )
+        return key
+
+    def sign_as(self, identity: str, **fields: Any) -> Span:
+        return new_span(self.custodial_key(identity), author=identity, **fields)
+
+    def create_custodial_identity(
+        self, tenant: str, identity: LogLineId, display_name: str | None, **extra: Any
+    ) -> Receipt:
+        """Create `identity` with a key the server keeps, registered on `tenant`'s log."""
+        if self.store.identity(str(identity)) is not None:
+            raise Conflict(f"identity {identity} already exists")
+        key = self.custody.create(str(identity))
+        span = documents.creation_span(key, tenant, identity, display_name, **extra)
+        return self.log.append(span, wait="sequenced")
+
+    # --- tenants ----------------------------------------------------------------------------------
+
+    def ensure_tenant(self, name: str, display_name: str, *, by: str) -> bool:
+        """Create the tenant and log `tenant.created` on its own log; False if it existed."""
+        if not self.accounts.create_tenant(Tenant(name, display_name, now_ts(), by)):
+            return False
+        self.record(
+            name,
+            "tenant.created",
+            f"Tenant {name} created",
+            {"tenant": name, "display_name": display_name, "created_by": by},
+        )
+        return True
+
+    def require_tenant(self, name: str) -> Tenant:
+        tenant = self.accounts.tenant(name)
+        if tenant is None:
+            raise NotFound(f"tenant {name} does not exist")
+        return tenant
+
+    def require_identity(self, identity: str) -> None:
+        if self.store.identity(identity) is None:
+            raise UnknownAuthor(f"{identity} is not a registered identity")

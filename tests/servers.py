@@ -1,0 +1,164 @@
+"""Real `logline up` / `logline serve` processes for end-to-end tests, and scratch databases.
+
+    with running_server(tmp_path / "home") as server:       # `logline up` on SQLite
+        token = server.login()
+        server.client(token).get("/v1/tenants/default/spans")
+
+A server listens on a port the OS picks (`--port 0`); its banner line gives the URL. Stopping sends
+SIGTERM and waits for a graceful exit; `kill()` is `kill -9`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+STARTUP_TIMEOUT_S = 60.0
+PG_SERVER = os.environ.get("LOGLINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+_BANNER = re.compile(r"LogLine serving at (http://\S+)")
+
+
+def logline_command() -> list[str]:
+    beside = Path(sys.executable).parent / "logline"
+    found = str(beside) if beside.exists() else shutil.which("logline")
+    assert found, "the logline console script is not installed (pip install -e .)"
+    return [found]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    home: Path
+    process: subprocess.Popen[str]
+    tenant: str = "default"
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def password(self) -> str:
+        return (self.home / "admin-password").read_text().strip()
+
+    def login(self, tenants: list[str] | None = None, username: str = "admin",
+              password: str | None = None) -> str:  # fmt: skip
+        response = httpx.post(f"{self.url}/v1/auth/login", json={
+            "username": username, "password": password or self.password,
+            "tenants": tenants or [self.tenant],
+        }, timeout=30)  # fmt: skip
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"server did not stop in {timeout} s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def log(self) -> str:
+        return "".join(self.output[-200:])
+
+
+def server_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGLINE_")}
+    if database_url is not None:
+        env["LOGLINE_DATABASE_URL"] = database_url
+    env.update({"LOGLINE_LOG_LEVEL": "warning", "LOGLINE_CHECKPOINT_INTERVAL_S": "0.2", **extra})
+    return env
+
+
+def start_server(home: Path, *, command: str = "up", database_url: str | None = None,
+                 env: dict[str, str] | None = None) -> RunningServer:  # fmt: skip
+    """Start `logline <command> --port 0` and wait for its banner."""
+    process = subprocess.Popen(
+        [*logline_command(), "--home", str(home), command, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=server_env(database_url, **(env or {})),
+    )
+    output: list[str] = []
+    found = threading.Event()
+    url: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            match = _BANNER.search(line)
+            if match and not found.is_set():
+                url.append(match.group(1))
+                found.set()
+        found.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not found.wait(0.1):
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("server did not start:\n" + "".join(output))
+    if not url:
+        process.wait(10)
+        raise AssertionError(f"server exited ({process.returncode}):\n" + "".join(output))
+    return RunningServer(url[0], home, process, output=output)
+
+
+@contextmanager
+def running_server(home: Path, **kwargs: Any) -> Iterator[RunningServer]:
+    server = start_server(home, **kwargs)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.stop()
+
+
+@contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped after); fails under CI=true if the
+    server is unreachable, else skips."""
+    try:
+        import psycopg
+        from psycopg import sql
+    except ImportError as exc:  # pragma: no cover
+        pytest.skip(f"psycopg missing: {exc}")
+    try:
+        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required when CI=true: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL unreachable at {PG_SERVER}: {exc}")
+    name = f"logline_e2e_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield urlsplit(PG_SERVER)._replace(path=f"/{name}").geturl()
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
