@@ -48,17 +48,24 @@ class RunningServer:
     process: subprocess.Popen[str]
     tenant: str = "default"
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def password(self) -> str:
         return (self.home / "admin-password").read_text().strip()
 
-    def login(self, tenants: list[str] | None = None, username: str = "admin",
-              password: str | None = None) -> str:  # fmt: skip
-        response = httpx.post(f"{self.url}/v1/auth/login", json={
-            "username": username, "password": password or self.password,
-            "tenants": tenants or [self.tenant],
-        }, timeout=30)  # fmt: skip
+    def login(
+        self, tenants: list[str] | None = None, username: str = "admin", password: str | None = None
+    ) -> str:
+        response = httpx.post(
+            f"{self.url}/v1/auth/login",
+            json={
+                "username": username,
+                "password": password or self.password,
+                "tenants": tenants or [self.tenant],
+            },
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
         token: str = response.json()["access_token"]
         return token
@@ -75,10 +82,19 @@ class RunningServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             raise AssertionError(f"server did not stop in {timeout} s:\n{self.log()}") from None
+        finally:
+            self._close_output()
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(10)
+        self._close_output()
+
+    def _close_output(self) -> None:
+        if self.reader is not None:
+            self.reader.join(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def log(self) -> str:
         return "".join(self.output[-200:])
@@ -92,8 +108,13 @@ def server_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_server(home: Path, *, command: str = "up", database_url: str | None = None,
-                 env: dict[str, str] | None = None) -> RunningServer:  # fmt: skip
+def start_server(
+    home: Path,
+    *,
+    command: str = "up",
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+) -> RunningServer:
     """Start `logline <command> --port 0` and wait for its banner."""
     process = subprocess.Popen(
         [*logline_command(), "--home", str(home), command, "--port", "0"],
@@ -116,16 +137,21 @@ def start_server(home: Path, *, command: str = "up", database_url: str | None = 
                 found.set()
         found.set()
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not found.wait(0.1):
         if time.monotonic() > deadline:
             process.kill()
+            process.wait(10)
             raise AssertionError("server did not start:\n" + "".join(output))
     if not url:
         process.wait(10)
+        reader.join(10)
+        if process.stdout is not None:
+            process.stdout.close()
         raise AssertionError(f"server exited ({process.returncode}):\n" + "".join(output))
-    return RunningServer(url[0], home, process, output=output)
+    return RunningServer(url[0], home, process, output=output, reader=reader)
 
 
 @contextmanager

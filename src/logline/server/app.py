@@ -92,6 +92,7 @@ def create_app(services: Services) -> FastAPI:
                 await task
             await asyncio.to_thread(checkpointer.flush)
             services.log.listeners.remove(checkpointer.committed)
+            services.limiter.close()
             tracing.shutdown()
 
     app = FastAPI(
@@ -110,9 +111,10 @@ def create_app(services: Services) -> FastAPI:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         return client_address(client[0] if client else None, headers, settings.trusted_proxies)
 
-    # Outermost last: the request id and the trace cover everything, including refusals.
+    # Outermost last: the trace and the request id cover everything, including refusals, and
+    # every log line of a request carries its trace id.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
-    app.add_middleware(TracingMiddleware, tracer=tracing.tracer())
     app.add_middleware(RequestContextMiddleware, client_of=client_of)
+    app.add_middleware(TracingMiddleware, tracer=tracing.tracer())
     return app

@@ -218,6 +218,7 @@ class Feed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = threading.Event()
+        self._listener: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -226,10 +227,10 @@ class Feed:
         self._tasks.append(asyncio.create_task(self._run(), name="logline-feed"))
         notifications = self.store.listen(self._stopping.is_set)
         if notifications is not None:
-            thread = threading.Thread(
+            self._listener = threading.Thread(
                 target=self._listen, args=(notifications,), name="logline-listen", daemon=True
             )
-            thread.start()
+            self._listener.start()
 
     async def stop(self) -> None:
         self.drop_all("shutdown", "the server is shutting down; resume from the cursor")
@@ -239,6 +240,9 @@ class Feed:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.join, 5.0)
+            self._listener = None
 
     def drop_all(self, reason: DropReason, detail: str) -> None:
         for subs in list(self._subs.values()):

@@ -297,7 +297,7 @@ class Store(ABC):
         """Other processes' commits as (tenant, size) while `stop()` is false, as they happen.
 
         None when the backend cannot push them; watchers then poll `logs()`. The iterator yields
-        `("", -1)` about once a second while idle, so its consumer can check `stop`.
+        `("", -1)` about twice a second while idle, so its consumer can check `stop`.
         """
 
     @abstractmethod

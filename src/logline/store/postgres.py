@@ -68,7 +68,7 @@ class PostgresStore(SqlStore):
                 raw.execute("LISTEN logline_logs")
             while not stop():
                 with self.wrap_exceptions():
-                    received = list(raw.notifies(timeout=1.0, stop_after=1000))
+                    received = list(raw.notifies(timeout=0.5, stop_after=1000))
                 for note in received:
                     tenant, _, size = note.payload.partition(" ")
                     if size.isdigit():

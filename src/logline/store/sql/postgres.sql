@@ -32,7 +32,7 @@ FROM identities WHERE id = :id FOR SHARE;
 
 -- name: title_match
 -- A WHERE fragment of `query`, served by the expression index `entries_fts` (migration 0002).
-to_tsvector('simple', e.title) @@ plainto_tsquery('simple', :text)
+e.log_id = :log_id AND to_tsvector('simple', e.title) @@ plainto_tsquery('simple', :text)
 
 -- name: announce
 -- Delivered to listeners (`PostgresStore.listen`) when the transaction commits, never before.

@@ -38,3 +38,7 @@ FROM identities WHERE id = :id;
 -- A WHERE fragment of `query`: the FTS5 rowid is log_id << 40 | seq (migration 0002).
 e.seq IN (SELECT rowid - (:log_id << 40) FROM entries_fts
     WHERE entries_fts MATCH :text AND rowid >= (:log_id << 40) AND rowid < ((:log_id + 1) << 40))
+
+-- name: announce
+-- Nothing to push: other processes on the same file notice new entries by polling log heads.
+SELECT :payload WHERE 0;
