@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint typecheck bench clean
+.PHONY: help run demo test lint typecheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(STAMP_RUN)
 
-run: $(STAMP_RUN) ## create .venv, install, run the end-to-end demo on embedded SQLite
+run: $(STAMP_RUN) ## create .venv, install, start the whole system (logline up) on embedded SQLite
+	$(BIN)/logline up
+
+demo: $(STAMP_RUN) ## the library walk-through: identities, spans, proofs, bundles, in seconds
 	$(BIN)/python -m logline.demo
 
 test: $(STAMP_TEST) ## create .venv, install test deps, run lint, types and the whole suite

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -440,6 +442,41 @@ def test_two_servers_share_one_postgres(tmp_path: Path) -> None:
                     thread.join()
                 assert results == [201] * 120
         assert verified_size(home, url) >= 121
+
+
+# --- rate limits --------------------------------------------------------------------------------
+
+
+def test_rate_limits_are_shared_through_redis(tmp_path: Path) -> None:
+    import redis
+
+    uri = os.environ.get("LOGLINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(uri, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is required when CI=true: {exc}", pytrace=False)
+        pytest.skip(f"Redis at {uri} unreachable: {exc}")
+    env = {
+        "LOGLINE_RATE_LIMIT_STORAGE": uri,
+        "LOGLINE_RATE_LIMIT_PREFIX": uuid.uuid4().hex,
+        "LOGLINE_RATE_LIMITS": json.dumps({"read": "5/minute"}),
+    }
+    home = tmp_path / "home"
+    with running_server(home, env=env) as first:
+        token = first.login()
+        with running_server(home, command="serve", env=env) as second:
+            statuses = []
+            for i in range(6):  # one budget across both processes
+                with (first if i % 2 else second).client(token) as client:
+                    response = client.get(f"/v1/tenants/{TENANT}/spans")
+                statuses.append(response.status_code)
+            assert statuses == [200] * 5 + [429]
+            limited = problem(response, 429, "rate-limited")
+            assert int(response.headers["retry-after"]) >= 1
+            assert limited["retry_after"] == int(response.headers["retry-after"])
+            with second.client() as anonymous:  # health is not rate-limited
+                assert anonymous.get("/readyz").json()["checks"]["rate_limit_storage"] == "ok"
 
 
 # --- configuration --------------------------------------------------------------------------------

@@ -44,7 +44,11 @@ class Services:
         self.tokens = Tokens(
             instance.key, issuer=instance.config.instance, access_ttl_s=settings.access_token_ttl_s
         )
-        self.limiter = RateLimiter(settings.rate_limit_storage, limits=settings.rate_limits)
+        self.limiter = RateLimiter(
+            settings.rate_limit_storage,
+            limits=settings.rate_limits,
+            key_prefix=settings.rate_limit_prefix,
+        )
         self.metrics = Metrics()
         self.feed = Feed(instance.store, poll_s=settings.stream_poll_s)
         self.log.listeners.append(self.feed.committed)

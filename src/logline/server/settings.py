@@ -42,6 +42,8 @@ class ServerSettings(BaseSettings):
     # Anyone may onboard (create an identity and a tenant) without an instance admin's token.
     allow_signup: bool = False
     rate_limit_storage: str = "memory://"
+    # Keys in a shared store start with this: deployments sharing one Redis keep apart by it.
+    rate_limit_prefix: str = Field("logline", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
     trusted_proxies: list[str] = Field(default_factory=list)
     stream_heartbeat_s: float = Field(15.0, gt=0, le=300)
