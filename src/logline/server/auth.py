@@ -6,8 +6,8 @@
 `require` authenticates the request (a bearer access token, or an API key as a bearer token or
 in `X-API-Key`; the stream also takes `?access_token=` because browsers cannot set headers on a
 WebSocket), resolves the principal's *current* role in the tenant of the path (so a revoked
-membership or session takes effect at once, not when a token expires), checks the permission,
-and then charges the rate limit of the route class. A denial is logged as a
+membership or session takes effect at once, not when a token expires), charges the rate limit of
+the route class, and checks the permission. A denial is logged as a
 `security.access_denied` span on the tenant's log.
 """
 
@@ -170,8 +170,9 @@ def check(conn: HTTPConnection, permission: Permission, route_class: str) -> Pri
     services = services_of(conn)
     tenant = conn.path_params.get("tenant")
     principal = authenticate(services, conn, tenant)
-    authorize(services, principal, permission)
+    # Charged before authorizing: every denial is logged as a span, so denials need a budget too.
     limit(services, route_class, principal.rate_key)
+    authorize(services, principal, permission)
     return principal
 
 

@@ -44,13 +44,13 @@ async def _subscribe(
 
     def check() -> list[str]:
         principal = authenticate(services, conn, None)
+        limit(services, "stream", principal.rate_key)
         wanted = sorted(set(tenants or principal.tenants))
         if not wanted or len(wanted) > MAX_TENANTS:
             raise InvalidInput(f"subscribe to 1 to {MAX_TENANTS} tenants")
         for tenant in wanted:
             check_tenant(tenant)
             authorize(services, authenticate(services, conn, tenant), Permission.READ)
-        limit(services, "stream", principal.rate_key)
         return wanted
 
     wanted = await asyncio.to_thread(check)
