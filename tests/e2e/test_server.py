@@ -277,7 +277,8 @@ def test_proofs_entries_and_bundle_verify_offline(admin: httpx.Client) -> None:
     )
 
 
-def test_health_metrics_and_openapi(server: RunningServer) -> None:
+def test_health_metrics_and_openapi(server: RunningServer, admin: httpx.Client) -> None:
+    assert admin.get(f"/v1/tenants/{TENANT}/spans", params={"limit": 1}).status_code == 200
     with server.client() as anonymous:
         assert anonymous.get("/healthz").json()["status"] == "ok"
         ready = anonymous.get("/readyz").json()

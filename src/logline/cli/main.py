@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from logline.cli import bundles, edits, ids, logs, server, spans
+from logline.cli import bundles, edits, ids, logs, onboard, server, spans
 from logline.cli.common import Settings, settings
 from logline.cli.output import fields, mask_url, one_line
 from logline.config import CONFIG_FILE, DB_FILE, KEY_FILE, KEYSTORE_FILE, check_instance_name
@@ -91,6 +91,7 @@ def init(
 
 app.add_typer(ids.app, name="id", rich_help_panel=SETUP)
 app.add_typer(server.config_app, name="config", rich_help_panel=SETUP)
+app.command("onboard", rich_help_panel=SETUP)(onboard.onboard)
 app.command("serve", rich_help_panel=SERVE)(server.serve)
 app.command("up", rich_help_panel=SERVE)(server.up)
 app.add_typer(spans.app, name="span", rich_help_panel=WRITE)

@@ -156,7 +156,9 @@ def error_for(status: int, headers: Mapping[str, str], content: bytes) -> ApiErr
     return cls(status, problem)
 
 
-def retry_after_seconds(headers: Mapping[str, str], problem: Mapping[str, Any] | None = None) -> int:
+def retry_after_seconds(
+    headers: Mapping[str, str], problem: Mapping[str, Any] | None = None
+) -> int:
     """Whole seconds from `Retry-After` (delay-seconds form) or the problem's `retry_after`;
     0 when neither is usable. HTTP-date values are ignored: clocks differ, the backoff stands."""
     value = headers.get("retry-after", "").strip()

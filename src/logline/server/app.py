@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logline import __version__
@@ -26,12 +28,24 @@ from logline.observe.tracing import TracingMiddleware, configure_tracing
 from logline.server import problems
 from logline.server.checkpointer import Checkpointer
 from logline.server.clientaddr import client_address
+from logline.server.models import ProblemOut
 from logline.server.routes import accounts, auth, health, identities, log, spans, stream
 from logline.server.services import Services
 
 API_DESCRIPTION = """A verifiable timeline: signed spans on per-tenant Merkle logs.
 
 Errors are `application/problem+json` (RFC 9457) with a stable `type`; see docs/PROTOCOL.md."""
+
+
+ROUTES = (auth, accounts, spans, identities, log, stream, health)
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI document, with the problem responses and credentials described."""
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    return problems.document(schema, ProblemOut.model_json_schema())
 
 
 class BodyLimit:
@@ -103,8 +117,15 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     problems.install(app)
-    for module in (auth, accounts, spans, identities, log, stream, health):
+    for module in ROUTES:
         app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def client_of(scope: Scope) -> str:
         client = scope.get("client")

@@ -219,6 +219,7 @@ class Feed:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
+        self.closing = False  # shutting down: new subscribers are dropped at once
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class Feed:
             self._listener.start()
 
     async def stop(self) -> None:
-        self.drop_all("shutdown", "the server is shutting down; resume from the cursor")
+        self.close()
         self._stopping.set()
         for task in self._tasks:
             task.cancel()
@@ -243,6 +244,11 @@ class Feed:
         if self._listener is not None:
             await asyncio.to_thread(self._listener.join, 5.0)
             self._listener = None
+
+    def close(self) -> None:
+        """Shutdown has begun: drop everyone now, and anyone who subscribes from here on."""
+        self.closing = True
+        self.drop_all("shutdown", "the server is shutting down; resume from the cursor")
 
     def drop_all(self, reason: DropReason, detail: str) -> None:
         for subs in list(self._subs.values()):
@@ -297,6 +303,8 @@ class Feed:
         sub = Subscription(self, start, matches, buffer, transport)
         for tenant in start:
             self._subs.setdefault(tenant, set()).add(sub)
+        if self.closing:
+            sub.drop("shutdown", "the server is shutting down; resume from the cursor elsewhere")
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:

@@ -283,6 +283,19 @@ class OnboardOut(BaseModel):
     spans: list[str]
 
 
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem (docs/PROTOCOL.md §11.1)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    field: str | None = None
+    errors: list[dict[str, JsonValue]] | None = None
+    retry_after: int | None = None
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)

@@ -88,6 +88,60 @@ def problem_for(exc: errors.LogLineError) -> Problem:
     return Problem(status, PREFIX + slug, title, detail, extra, headers)
 
 
+ERROR_STATUSES = {
+    400: "Bad input",
+    401: "No valid credentials",
+    403: "Not allowed for this credential, role or tenant",
+    404: "Not found",
+    409: "Conflicts with stored state",
+    413: "Request body too large",
+    422: "Invalid request, span or signature",
+    429: "Rate limited (see Retry-After)",
+    500: "Server error",
+    503: "Storage unavailable",
+}
+PUBLIC_PATHS = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/.well-known/jwks.json",
+    "/v1/auth/login",
+    "/v1/auth/challenge",
+    "/v1/auth/key-login",
+    "/v1/auth/refresh",
+}
+
+
+def document(schema: dict[str, Any], problem_schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe the problems in the OpenAPI document: every operation may answer with any of
+    them, as `application/problem+json` (FastAPI would describe 422 as its own JSON shape)."""
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["Problem"] = problem_schema
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or llk_ API key"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, description in ERROR_STATUSES.items():
+                responses[str(status)] = {
+                    "description": description,
+                    "content": {MEDIA_TYPE: {"schema": ref}},
+                }
+            if path in PUBLIC_PATHS:
+                operation["security"] = []
+            elif path == "/v1/onboard":
+                operation["security"] = [{}, {"bearer": []}, {"apiKey": []}]
+            else:
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    return schema
+
+
 def install(app: FastAPI) -> None:
     """Route every error the app can raise through `problem_for`."""
 

@@ -63,9 +63,7 @@ class _Server(uvicorn.Server):
         except RuntimeError:
             loop = None
         if loop is not None:
-            loop.call_soon_threadsafe(
-                feed.drop_all, "shutdown", "the server is shutting down; resume from the cursor"
-            )
+            loop.call_soon_threadsafe(feed.close)
         # Unlike uvicorn's own handler, do not re-raise the signal after shutting down: the
         # process closes its store and exits 0, which is what a graceful stop is.
         if self.should_exit and sig == signal.SIGINT:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from logline import __version__
 from logline.errors import Conflict, NotFound, UnknownAuthor
 from logline.identity import documents
 from logline.identity.ids import LogLineId
@@ -49,7 +50,7 @@ class Services:
             limits=settings.rate_limits,
             key_prefix=settings.rate_limit_prefix,
         )
-        self.metrics = Metrics()
+        self.metrics = Metrics(version=__version__)
         self.feed = Feed(instance.store, poll_s=settings.stream_poll_s)
         self.log.listeners.append(self.feed.committed)
         self.system_identity = f"logline-id://service/{instance.config.instance}"

@@ -118,6 +118,7 @@ class Tokens:
             "ten": list(tenants),
             "sid": session,
             "typ": ACCESS_TYPE,
+            "jti": secrets.token_hex(8),  # no two tokens alike, even within one second
             "iat": issued,
             "exp": issued + self.access_ttl_s,
         }

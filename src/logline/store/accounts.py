@@ -223,8 +223,11 @@ class Accounts:
     def revoke_session(self, session_id: str, at: str) -> bool:
         return self._run("revoke_session", {"id": session_id, "at": at}) > 0
 
-    def revoke_sessions_of(self, identity: str, at: str) -> int:
-        return self._run("revoke_sessions_of", {"identity": identity, "at": at})
+    def revoke_sessions_of(self, identity: str, tenant: str, at: str) -> int:
+        """Revoke the identity's sessions that are bound to `tenant`; how many there were."""
+        # Tenant names are [a-z0-9-]: nothing in them is a LIKE wildcard.
+        params = {"identity": identity, "at": at, "pattern": f"% {tenant} %"}
+        return self._run("revoke_sessions_of", params)
 
     # --- login challenges -------------------------------------------------------------------------
 

@@ -176,7 +176,7 @@ def _not_last_owner(services: Services, tenant: str, current: Membership | None)
         raise Conflict(f"{current.identity} is the last owner of {tenant}")
 
 
-@router.put("/v1/tenants/{tenant}/members/{identity:path}", response_model=MemberOut)
+@router.put("/v1/tenants/{tenant}/members/{identity:llid}", response_model=MemberOut)
 def put_member(
     request: Request,
     tenant: str,
@@ -198,7 +198,7 @@ def put_member(
     return _member_out(member)
 
 
-@router.delete("/v1/tenants/{tenant}/members/{identity:path}", status_code=204)
+@router.delete("/v1/tenants/{tenant}/members/{identity:llid}", status_code=204)
 def delete_member(
     request: Request,
     tenant: str,
@@ -221,18 +221,19 @@ def delete_member(
     )
 
 
-@router.post("/v1/tenants/{tenant}/members/{identity:path}/sessions/revoke", status_code=204)
+@router.post("/v1/tenants/{tenant}/members/{identity:llid}/sessions/revoke", status_code=204)
 def revoke_sessions(
     request: Request,
     tenant: str,
     identity: str,
     principal: Principal = require(Permission.ADMIN, "write"),
 ) -> None:
-    """Revoke every session of a member (all their access and refresh tokens)."""
+    """Revoke the member's sessions bound to this tenant (their access and refresh tokens);
+    sessions bound only to other tenants stay."""
     services = services_of(request)
     if services.accounts.membership(tenant, identity) is None:
         raise NotFound(f"{identity} is not a member of {tenant}")
-    count = services.accounts.revoke_sessions_of(identity, now_ts())
+    count = services.accounts.revoke_sessions_of(identity, tenant, now_ts())
     services.record(
         tenant,
         "security.sessions_revoked",
@@ -288,6 +289,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:32] or "key"
 
 
+def _may_hold_key_for(services: Services, principal: Principal, tenant: str, holder: str) -> None:
+    """A key for an existing identity lets its holder sign as that identity (custodially), so
+    only for oneself, or for a non-person member the caller could have granted its role."""
+    member = services.accounts.membership(tenant, holder)
+    if member is None:
+        raise InvalidInput(f"{holder} is not a member of {tenant}; grant it a role first")
+    if holder == principal.identity:
+        return
+    if holder.startswith("logline-id://person/") or rank(member.role) > rank(principal.role or ""):
+        raise Forbidden(
+            f"{principal.identity} may not make an API key that acts as {holder}: keys are for "
+            "oneself or for services, nodes and agents of a role one could grant"
+        )
+    if member.role == "owner" and principal.role != "owner":
+        raise Forbidden("only an owner can make a key that acts as an owner")
+
+
 @router.post("/v1/tenants/{tenant}/api-keys", status_code=201, response_model=ApiKeyCreated)
 def create_api_key(
     request: Request,
@@ -309,8 +327,7 @@ def create_api_key(
         holder = str(identity)
     else:
         holder = body.identity
-        if services.accounts.membership(tenant, holder) is None:
-            raise InvalidInput(f"{holder} is not a member of {tenant}; grant it a role first")
+        _may_hold_key_for(services, principal, tenant, holder)
     secret, digest = tokens.new_secret()
     now = datetime.now(UTC)
     expires = None

@@ -166,7 +166,7 @@ def claim(
     return JSONResponse(result, 201)
 
 
-@router.get("/identities/{identity:path}", response_model=IdentityDetail)
+@router.get("/identities/{identity:llid}", response_model=IdentityDetail)
 def get_identity(
     request: Request,
     tenant: str,

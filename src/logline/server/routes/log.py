@@ -19,7 +19,9 @@ from logline.store.interface import CheckpointRecord
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/log", tags=["log"])
 MAX_RANGE = 1000
-NonNegative = Annotated[int, Query(ge=0)]
+MAX_INDEX = 2**63 - 1  # what the databases store; larger numbers are a 422, not an overflow
+NonNegative = Annotated[int, Query(ge=0, le=MAX_INDEX)]
+Size = Annotated[int | None, Query(ge=1, le=MAX_INDEX)]
 
 
 def _checkpoint(record: CheckpointRecord) -> dict[str, object]:
@@ -51,7 +53,7 @@ def info(
 def checkpoint(
     request: Request,
     tenant: str,
-    size: Annotated[int | None, Query(ge=1)] = None,
+    size: Size = None,
     principal: Principal = require(Permission.READ, "read"),
 ) -> JSONResponse:
     """The latest signed checkpoint (publishing one if the log grew), or the one of `size`."""
@@ -77,7 +79,7 @@ def inclusion(
     request: Request,
     tenant: str,
     seq: NonNegative,
-    size: Annotated[int | None, Query(ge=1)] = None,
+    size: Size = None,
     principal: Principal = require(Permission.READ, "read"),
 ) -> ProofOut:
     """The inclusion proof of entry `seq` in the tree of `size` (default: the current size)."""
@@ -97,8 +99,8 @@ def inclusion(
 def consistency(
     request: Request,
     tenant: str,
-    size1: Annotated[int, Query(ge=1, alias="from")],
-    size2: Annotated[int | None, Query(ge=1, alias="to")] = None,
+    size1: Annotated[int, Query(ge=1, le=MAX_INDEX, alias="from")],
+    size2: Annotated[int | None, Query(ge=1, le=MAX_INDEX, alias="to")] = None,
     principal: Principal = require(Permission.READ, "read"),
 ) -> ProofOut:
     """The consistency proof from the tree of size `from` to the tree of size `to`."""
@@ -141,7 +143,7 @@ def bundle(
     request: Request,
     tenant: str,
     start: NonNegative = 0,
-    end: Annotated[int | None, Query(ge=1)] = None,
+    end: Size = None,
     principal: Principal = require(Permission.READ, "read"),
 ) -> StreamingResponse:
     """The bundle (docs/PROTOCOL.md §7) of entries [start, end) under the latest checkpoint."""

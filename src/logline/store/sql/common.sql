@@ -206,7 +206,9 @@ WHERE id = :id AND refresh_hash = :old_hash AND revoked_at IS NULL AND expires_a
 UPDATE sessions SET revoked_at = :at WHERE id = :id AND revoked_at IS NULL;
 
 -- name: revoke_sessions_of
-UPDATE sessions SET revoked_at = :at WHERE identity = :identity AND revoked_at IS NULL;
+-- The sessions of `identity` bound to `tenant` (among others); `tenants` is space-separated.
+UPDATE sessions SET revoked_at = :at
+WHERE identity = :identity AND revoked_at IS NULL AND (' ' || tenants || ' ') LIKE :pattern;
 
 -- name: insert_challenge
 INSERT INTO challenges (nonce, identity, tenants, expires_at)
