@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -211,6 +213,18 @@ def receipt(
     return JSONResponse(services_of(request).log.receipt(tenant, span_id).to_json())
 
 
+def _edit(
+    request: Request, principal: Principal, span_id: str, wait: Wait, build: Callable[..., Span]
+) -> JSONResponse:
+    """Sign `build(key, author, original)` as the caller's custodial identity, and append it."""
+    assert principal.tenant is not None
+    services = services_of(request)
+    original = services.log.get(principal.tenant, span_id)
+    span = build(services.custodial_key(principal.identity), principal.identity, original)
+    [result] = append_spans(request, [span], wait)
+    return JSONResponse(result, 201)
+
+
 @router.post("/spans/{span_id}/replay", status_code=201, response_model=Appended)
 def replay(
     request: Request,
@@ -220,11 +234,7 @@ def replay(
     principal: Principal = require(Permission.WRITE, "write"),
 ) -> JSONResponse:
     """Log the span again (custodial signing), naming the original in replay_of."""
-    services = services_of(request)
-    original = services.log.get(tenant, span_id)
-    span = replay_span(services.custodial_key(principal.identity), principal.identity, original)
-    [result] = append_spans(request, [span], wait)
-    return JSONResponse(result, 201)
+    return _edit(request, principal, span_id, wait, replay_span)
 
 
 @router.post("/spans/{span_id}/revert", status_code=201, response_model=Appended)
@@ -237,12 +247,7 @@ def revert(
     principal: Principal = require(Permission.WRITE, "write"),
 ) -> JSONResponse:
     """Log a revert of the span (custodial signing): same kind, status reverted."""
-    services = services_of(request)
-    original = services.log.get(tenant, span_id)
-    key = services.custodial_key(principal.identity)
-    span = revert_span(key, principal.identity, original, body.reason)
-    [result] = append_spans(request, [span], wait)
-    return JSONResponse(result, 201)
+    return _edit(request, principal, span_id, wait, partial(revert_span, reason=body.reason))
 
 
 @router.post("/spans/{span_id}/redact", status_code=201, response_model=Appended)
@@ -255,9 +260,5 @@ def redact(
     principal: Principal = require(Permission.ADMIN, "write"),
 ) -> JSONResponse:
     """Delete the span's payload, logging a redaction (custodial signing); proofs stay valid."""
-    services = services_of(request)
-    original = services.log.get(tenant, span_id)
-    key = services.custodial_key(principal.identity)
-    span = redaction_span(key, principal.identity, original, body.reason or "")
-    [result] = append_spans(request, [span], wait)
-    return JSONResponse(result, 201)
+    build = partial(redaction_span, reason=body.reason or "")
+    return _edit(request, principal, span_id, wait, build)
