@@ -6,12 +6,20 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from bench.ack_latency import main as ack_latency_main
+from bench.fanout import main as fanout_main
+from bench.http_ingest import main as http_ingest_main
 from bench.ingest import main as ingest_main
 from bench.proofs import main as proofs_main
+from bench.query import main as query_main
 
 BENCHES: dict[str, Callable[[Sequence[str] | None, TextIO | None], int]] = {
     "ingest": ingest_main,
     "proofs": proofs_main,
+    "http-ingest": http_ingest_main,
+    "ack-latency": ack_latency_main,
+    "query": query_main,
+    "fanout": fanout_main,
 }
 
 

@@ -12,7 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, proofs
+from bench import ack_latency, fanout, http_ingest, ingest, proofs, query
+from bench.__main__ import BENCHES
 from bench.__main__ import main as bench_main
 from bench.common import REQUIRED_KEYS
 
@@ -84,3 +85,106 @@ def test_proofs_emits_every_measurement_and_reuses_its_cache(tmp_path: Path) -> 
 def test_the_command_line_names_the_benchmarks() -> None:
     assert bench_main([]) == 2
     assert bench_main(["nope"]) == 2
+    assert {"http-ingest", "ack-latency", "query", "fanout"} <= set(BENCHES)
+
+
+# --- the server benchmarks: each starts real server processes, at sizes that take seconds -------
+
+
+def test_http_ingest_reports_http_against_in_process(tmp_path: Path) -> None:
+    out = io.StringIO()
+    argv = ["--spans", "60", "--batch", "20", "--clients", "2", "--tmp-dir", str(tmp_path)]
+    assert http_ingest.main(argv, out) == 0
+    records = _lines(out.getvalue())
+    by_metric = {r["metric"]: r for r in records if r["backend"] == "sqlite"}
+    assert by_metric["inprocess_batch_throughput"]["ratio_to"] == ingest.BOUND
+    http = by_metric["http_batch_throughput"]
+    assert http["ratio_to"] == "inprocess_batch_throughput" and http["spans"] == 60
+    assert http["server_cpu_us_per_span"] >= 0
+    for p in (50, 99):
+        assert by_metric[f"http_batch_latency_p{p}"]["ratio_to"] == f"inprocess_batch_latency_p{p}"
+
+
+def test_ack_latency_reports_each_wait_against_the_bare_app(tmp_path: Path) -> None:
+    out = io.StringIO()
+    argv = [
+        "--requests",
+        "12",
+        "--checkpointed",
+        "4",
+        "--clients",
+        "1,2",
+        "--warmup",
+        "2",
+        "--tmp-dir",
+        str(tmp_path),
+    ]
+    assert ack_latency.main(argv, out) == 0
+    records = _lines(out.getvalue())
+    found = {(r["variant"], r["metric"]): r for r in records if r["backend"] == "sqlite"}
+    for clients in (1, 2):
+        variant = f"clients={clients}"
+        assert (variant, "bare_requests") in found
+        for wait in ("sequenced", "checkpointed"):
+            assert found[variant, f"{wait}_requests"]["ratio_to"] == "bare_requests"
+            p99 = found[variant, f"{wait}_ack_latency_p99"]
+            assert p99["ratio_to"] == "bare_ack_latency_p99"
+            assert p99["goal_ms"] == ack_latency.GOALS_MS[wait]
+            assert isinstance(p99["goal_met"], bool)
+
+
+def test_query_reports_every_type_and_reuses_its_cache(tmp_path: Path) -> None:
+    argv = [
+        "--spans",
+        "300",
+        "--requests",
+        "28",
+        "--warmup",
+        "7",
+        "--clients",
+        "4",
+        "--data-dir",
+        str(tmp_path),
+    ]
+    first, second = io.StringIO(), io.StringIO()
+    assert query.main(argv, first) == 0
+    assert query.main(argv, second) == 0
+    for out, cached in ((first, False), (second, True)):
+        records = _lines(out.getvalue())
+        found = {(r["variant"], r["metric"]): r for r in records if r["backend"] == "sqlite"}
+        assert found[None, "load_time"]["cached"] is cached
+        assert found["saturated", "query_throughput"]["requests"] == 28
+        for variant in ("saturated", "paced"):
+            for kind in (*query.TYPES, "all"):
+                for p in (50, 99):
+                    record = found[variant, f"query_{kind}_p{p}"]
+                    assert record["ratio_to"] == f"inprocess_query_{kind}_p{p}"
+                    assert record["inprocess_with_render_ms"] > 0
+            assert isinstance(found[variant, "query_all_p99"]["goal_met"], bool)
+
+
+def test_fanout_delivers_to_every_subscriber_of_both_transports(tmp_path: Path) -> None:
+    out = io.StringIO()
+    argv = [
+        "--subscribers",
+        "6",
+        "--rates",
+        "20",
+        "--seconds",
+        "0.5",
+        "--processes",
+        "1",
+        "--tmp-dir",
+        str(tmp_path),
+    ]
+    assert fanout.main(argv, out) == 0
+    records = _lines(out.getvalue())
+    found = {(r["variant"], r["metric"]): r for r in records if r["backend"] == "sqlite"}
+    for transport in ("ws", "sse"):
+        variant = f"{transport} 20/s"
+        for prefix in ("bare_", ""):
+            # Correctness, not speed: every subscriber got every span, none was dropped.
+            assert found[variant, f"{prefix}delivered_fraction"]["value"] == 1.0
+            assert found[variant, f"{prefix}subscribers_dropped"]["value"] == 0
+            assert found[variant, f"{prefix}delivery_latency_p99"]["subscribers"] == 6
+        assert found[variant, "delivery_latency_p99"]["ratio_to"] == "bare_delivery_latency_p99"
