@@ -7,6 +7,7 @@ which corrupt committed rows with raw SQL and expect `verify_store` to name the 
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -843,6 +844,15 @@ def test_query_filters(log: Log, store: Store) -> None:
     assert item.reverted_by == f.revert.id
 
 
+def test_json_text_is_to_json(log: Log, store: Store) -> None:
+    f = _Fixture(log)
+    items = store.query(Query(TENANT, limit=100)).items
+    assert any(i.reverted_by for i in items) and any(i.payload is None for i in items)
+    for item in items:
+        assert json.loads(item.json_text()) == item.to_json()
+    del f
+
+
 def test_query_title_text(log: Log, store: Store, alice: Identity) -> None:
     author, key = alice
     titles = ["Invoice 42 paid by ACME", "Refund of invoice 7", "Deploy finished",
@@ -910,6 +920,9 @@ def test_query_limits_and_bad_cursors(store: Store) -> None:
     assert store.query(Query(TENANT, limit=1000)).items == []
     negative = base64.urlsafe_b64encode(b'{"seq":-1,"desc":false}').decode()
     wrong_type = base64.urlsafe_b64encode(b'{"seq":"1","desc":false}').decode()
+    for kind in ("Payment.*", "a b", "%", "x" * 200):
+        with pytest.raises(InvalidInput):
+            store.query(Query(TENANT, kind=kind))
     for cursor in ("", "not a cursor", negative, wrong_type, "W10"):
         with pytest.raises(InvalidInput):
             decode_cursor(cursor)

@@ -10,12 +10,14 @@ deletion.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from logline.canonical import b64encode
 from logline.ledger.entry import Entry
 from logline.ledger.merkle import NodeId
 from logline.ledger.span import Span, span_from_stored
@@ -53,6 +55,23 @@ class StoredSpan:
     @property
     def entry(self) -> Entry:
         return Entry.from_leaf_data(self.leaf)
+
+    def json_text(self) -> str:
+        """`to_json()` as JSON text, spliced from the stored bytes without parsing them.
+
+        The leaf data, body and payload are stored as the canonical JSON the log verified when
+        it admitted them (docs/PROTOCOL.md §2-3), so serving them as stored is exact and costs a
+        fraction of parsing and re-serializing them; readers verify what they get anyway.
+        """
+        span = f'{{"body":{self.body.decode()},"signature":"{b64encode(self.signature)}"'
+        if self.payload is not None:
+            span += f',"payload":{self.payload.decode()}'
+        text = f'{{"seq":{self.seq},"entry":{self.leaf.decode()},"span":{span}}}'
+        if self.reverted_by is not None:
+            text += f',"reverted_by":{json.dumps(self.reverted_by)}'
+        if self.redacted_by is not None:
+            text += f',"redacted_by":{json.dumps(self.redacted_by)}'
+        return text + "}"
 
     def to_json(self) -> dict[str, Any]:
         """The entry, the span in wire form and the log's marks on it (a bundle's entry line)."""

@@ -143,6 +143,17 @@ identity_keys = Table(
     PrimaryKeyConstraint("identity", "public_key"),
 )
 
+# The distinct kinds of each log (migration 0002): a kind glob becomes a list of exact kinds,
+# each served by `ix_entries_kind`, and a glob that matches no kind costs nothing.
+log_kinds = Table(
+    "log_kinds",
+    metadata,
+    Column("log_id", Integer, nullable=False),
+    Column("kind", String(128), nullable=False),
+    PrimaryKeyConstraint("log_id", "kind"),
+    sqlite_with_rowid=False,
+)
+
 # --- accounts: who may use the server (migration 0002) --------------------------------------------
 
 ROLE = String(16)

@@ -10,6 +10,7 @@ import base64
 import json
 import re
 import threading
+import weakref
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -36,6 +37,8 @@ from logline.store.queries import load_queries
 
 Row = tuple[Any, ...]
 MAX_PAGE = 1000
+MAX_KINDS = 500
+_KIND_GLOB = re.compile(r"[a-z0-9_.*?]{1,128}")
 
 
 class Connection:
@@ -121,6 +124,8 @@ class SqlTx(Tx):
         self.c.many("insert_entry", entries)
         self.c.many("insert_tag", tags)
         self.c.many("insert_payload", payloads)
+        kinds = sorted({row.span.kind for row in rows})
+        self.c.many("insert_kind", [{"log_id": log_id, "kind": kind} for kind in kinds])
 
     def insert_nodes(self, log_id: int, nodes: Sequence[tuple[int, int, bytes]]) -> None:
         self.c.many("insert_node", [
@@ -269,7 +274,20 @@ class SqlStore(Store):
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
+            # Thread pools retire idle threads and start new ones: a connection lives as long as
+            # its thread, or the store would keep one open for every thread that ever ran.
+            weakref.finalize(threading.current_thread(), self._release, conn)
         return conn
+
+    def _release(self, conn: Connection) -> None:
+        with self._lock:
+            if conn not in self._all:
+                return  # closed with the store already
+            self._all.remove(conn)
+        try:
+            conn.raw.close()
+        except Exception:
+            pass
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -338,6 +356,8 @@ class SqlStore(Store):
     def query(self, query: Query) -> Page:
         if not 1 <= query.limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        if query.kind is not None:
+            check_kind_glob(query.kind)
         head = self.log_head(query.tenant)
         if head is None:
             return Page()
@@ -350,8 +370,12 @@ class SqlStore(Store):
                 where.append(f"e.{column} = :{column}")
                 params[column] = value
         if query.kind is not None:
-            where.append("e.kind LIKE :kind ESCAPE '\\'")
-            params["kind"] = glob_to_like(query.kind)
+            kinds = self._kinds(head.log_id, query.kind)
+            if not kinds:
+                return Page()
+            names = [f"kind{i}" for i in range(len(kinds))]
+            where.append(f"e.kind IN ({', '.join(':' + n for n in names)})")
+            params.update(zip(names, kinds, strict=True))
         if query.text is not None:
             where.append(self._fragments["title_match"])
             params["text"] = self._search_text(query.text)
@@ -367,18 +391,26 @@ class SqlStore(Store):
         if query.before_seq is not None:
             where.append("e.seq < :before_seq")
             params["before_seq"] = query.before_seq
+        # With tags, the first tag's rows drive the query in `seq` order (its primary key);
+        # the others are checked per row.
+        source, order_by = "entries e", "e.seq"
         for i, tag in enumerate(query.tags):
-            where.append(
-                f"e.seq IN (SELECT t.seq FROM span_tags t WHERE t.log_id = :log_id "
-                f"AND t.tag = :tag{i})"
-            )
             params[f"tag{i}"] = tag
+            if i == 0:
+                source = "span_tags t0 JOIN entries e ON e.log_id = t0.log_id AND e.seq = t0.seq"
+                where.append("t0.log_id = :log_id AND t0.tag = :tag0")
+                order_by = "t0.seq"
+            else:
+                where.append(
+                    f"EXISTS (SELECT 1 FROM span_tags t WHERE t.log_id = e.log_id "
+                    f"AND t.tag = :tag{i} AND t.seq = e.seq)"
+                )
         order = "DESC" if query.descending else "ASC"
         sql = (
             "SELECT e.seq, e.span_hash, e.leaf, e.body, e.signature, e.reverted_by, "
-            "e.redacted_by, p.data FROM entries e LEFT JOIN payloads p "
+            f"e.redacted_by, p.data FROM {source} LEFT JOIN payloads p "
             "ON p.log_id = e.log_id AND p.seq = e.seq "
-            f"WHERE {' AND '.join(where)} ORDER BY e.seq {order} LIMIT :limit"
+            f"WHERE {' AND '.join(where)} ORDER BY {order_by} {order} LIMIT :limit"
         )
         with self._read() as c:
             rows = c.sql(self._prepare(sql), params)
@@ -390,6 +422,18 @@ class SqlStore(Store):
 
     def _prepare(self, sql: str) -> str:
         return sql
+
+    def _kinds(self, log_id: int, pattern: str) -> list[str]:
+        """The log's kinds a glob matches (at most MAX_KINDS; then the glob itself is refused)."""
+        check_kind_glob(pattern)
+        if "*" not in pattern and "?" not in pattern:
+            return [pattern]
+        params = {"log_id": log_id, "pattern": glob_to_like(pattern), "limit": MAX_KINDS + 1}
+        with self._read() as c:
+            kinds = [str(row[0]) for row in c.all("kinds_like", params)]
+        if len(kinds) > MAX_KINDS:
+            raise InvalidInput(f"kind filter {pattern!r} matches over {MAX_KINDS} kinds; narrow it")
+        return kinds
 
     def _search_text(self, text: str) -> str:
         """The search words, as the dialect's full-text match expects them."""
@@ -450,6 +494,13 @@ class SqlStore(Store):
 
 def _checkpoint(row: Row) -> CheckpointRecord:
     return CheckpointRecord(int(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
+
+
+def check_kind_glob(pattern: str) -> str:
+    """A kind glob: kind characters with `*` (any run) and `?` (one character)."""
+    if not _KIND_GLOB.fullmatch(pattern):
+        raise InvalidInput(f"kind filter {pattern!r} is not a kind glob (a-z, 0-9, _, ., *, ?)")
+    return pattern
 
 
 def search_words(text: str) -> list[str]:

@@ -72,9 +72,10 @@ def _finish(conn: HTTPConnection, sub: Subscription, reason: DropReason | None) 
         services.metrics.stream_dropped(reason)
 
 
-def _sse(message: Message, cursor: str) -> str:
+def _sse(message: Message, sub: Subscription) -> str:
+    sub.sending(message)
     event = "span" if message.seq >= 0 else message.kind
-    return f"id: {cursor}\nevent: {event}\ndata: {message.text}\n\n"
+    return f"id: {sub.cursor}\nevent: {event}\ndata: {message.text}\n\n"
 
 
 @router.get(
@@ -98,7 +99,7 @@ async def sse(
         reason: DropReason | None = None
         try:
             async for batch in sub.messages(heartbeat):
-                text = "".join(_sse(m, sub.sending(m)) for m in batch)
+                text = "".join(_sse(m, sub) for m in batch)
                 yield text
                 services.metrics.stream_sent("sse", len(batch))
         except Dropped as dropped:

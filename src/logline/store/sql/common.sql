@@ -112,6 +112,13 @@ SELECT received FROM entries WHERE log_id = :log_id AND seq = :seq;
 SELECT DISTINCT author FROM entries
 WHERE log_id = :log_id AND seq >= :start AND seq < :end ORDER BY author;
 
+-- name: insert_kind
+INSERT INTO log_kinds (log_id, kind) VALUES (:log_id, :kind) ON CONFLICT DO NOTHING;
+
+-- name: kinds_like
+SELECT kind FROM log_kinds WHERE log_id = :log_id AND kind LIKE :pattern ESCAPE '\'
+ORDER BY kind LIMIT :limit;
+
 -- --- accounts (migration 0002) ------------------------------------------------------------------
 
 -- name: insert_tenant

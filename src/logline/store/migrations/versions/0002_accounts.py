@@ -1,5 +1,5 @@
 """Accounts and search: tenants, users, memberships, API keys, sessions, login challenges,
-custodial keys; full-text search over span titles.
+custodial keys; full-text search over span titles; the distinct kinds of each log.
 
 Revision ID: 0002
 Revises: 0001
@@ -23,6 +23,14 @@ TOKEN_ID = sa.String(32)
 
 
 def upgrade() -> None:
+    op.create_table(
+        "log_kinds",
+        sa.Column("log_id", sa.Integer, nullable=False),
+        sa.Column("kind", sa.String(128), nullable=False),
+        sa.PrimaryKeyConstraint("log_id", "kind"),
+        sqlite_with_rowid=False,
+    )
+    op.execute("INSERT INTO log_kinds (log_id, kind) SELECT DISTINCT log_id, kind FROM entries")
     op.create_table(
         "tenants",
         sa.Column("name", TENANT, primary_key=True),
@@ -110,5 +118,5 @@ def downgrade() -> None:
     else:
         op.execute("DROP INDEX entries_fts")
     for table in ("custodial_keys", "challenges", "sessions", "api_keys", "memberships", "users",
-                  "tenants"):  # fmt: skip
+                  "tenants", "log_kinds"):  # fmt: skip
         op.drop_table(table)
