@@ -137,5 +137,6 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.add_middleware(RequestContextMiddleware, client_of=client_of)
-    app.add_middleware(TracingMiddleware, tracer=tracing.tracer())
+    if tracing.enabled:  # with nothing to export, skip the per-request work entirely
+        app.add_middleware(TracingMiddleware, tracer=tracing.tracer())
     return app

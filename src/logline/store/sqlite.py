@@ -18,6 +18,7 @@ from logline.store.queries import load_queries
 from logline.store.sql import Connection, SqlStore, search_words
 
 BUSY_TIMEOUT_MS = 60_000
+MMAP_BYTES = 1 << 30
 
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -65,6 +66,9 @@ class SqliteStore(SqlStore):
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute(f"PRAGMA synchronous={self.synchronous}")
         raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Readers on many threads share the file's pages through one mapping instead of each
+        # connection copying them into its own page cache.
+        raw.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         raw.execute("PRAGMA foreign_keys=ON")
         return Connection(raw, self._queries, json.dumps)
 
