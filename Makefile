@@ -44,6 +44,10 @@ typecheck: $(STAMP_TEST) ## mypy only
 bench: $(STAMP_TEST) ## run the benchmarks (see docs/PERFORMANCE.md)
 	$(BIN)/python -m bench ingest
 	$(BIN)/python -m bench proofs
+	$(BIN)/python -m bench http-ingest
+	$(BIN)/python -m bench ack-latency
+	$(BIN)/python -m bench query
+	$(BIN)/python -m bench fanout
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

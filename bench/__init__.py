@@ -1,4 +1,5 @@
-"""LogLine benchmarks: `python -m bench ingest` and `python -m bench proofs`.
+"""LogLine benchmarks: `python -m bench <name>`, for ingest and proofs (the library) and
+http-ingest, ack-latency, query and fanout (a real server process).
 
 Each benchmark prints JSON lines, one object per measurement, with at least `bench`, `backend`,
 `variant`, `metric`, `value`, `unit`, `ratio` and `ratio_to`: every figure is reported against a
