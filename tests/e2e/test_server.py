@@ -293,6 +293,97 @@ def test_health_metrics_and_openapi(server: RunningServer, admin: httpx.Client) 
         assert request_id.headers["x-request-id"] == "abc-123"
 
 
+# --- accounts and credentials ---------------------------------------------------------------------
+
+
+def test_refresh_reuse_is_told_from_a_guess(server: RunningServer) -> None:
+    body = {"username": "admin", "password": server.password, "tenants": [TENANT]}
+    with server.client() as client:
+        tokens = client.post("/v1/auth/login", json=body).json()
+        session = tokens["refresh_token"].split("_")[1]
+        guessed = client.post("/v1/auth/refresh", json={"refresh_token": f"llr_{session}_guess"})
+        problem(guessed, 401, "unauthenticated")  # a guess does not end the session...
+        fresh = client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        assert fresh.status_code == 200, fresh.text
+        reused = client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        problem(reused, 401, "unauthenticated")  # ...replaying the replaced token does
+        headers = {"Authorization": f"Bearer {fresh.json()['access_token']}"}
+        problem(client.get("/v1/auth/whoami", headers=headers), 401, "unauthenticated")
+        problem(
+            client.post("/v1/auth/challenge", json={"identity": "x" * 300, "tenants": [TENANT]}),
+            422,
+            "invalid-identifier",
+        )
+
+
+def test_member_keys_cannot_redact_or_act_as_instance_admin(admin: httpx.Client) -> None:
+    url = f"/v1/tenants/{TENANT}"
+    target = admin.post(
+        f"{url}/spans/custodial", json={"kind": "x.secret", "title": "t", "payload": {"pin": 1234}}
+    ).json()
+    member_key = admin.post(f"{url}/api-keys", json={"name": "writer", "role": "member"}).json()
+    owner_key = admin.post(f"{url}/api-keys", json={"name": "root", "role": "owner"}).json()
+    digest = admin.get(f"{url}/spans/{target['span_id']}").json()["span"]["body"]["payload_digest"]
+    draft = {
+        "kind": "logline.redaction",
+        "title": "sneaky",
+        "payload": {"span_id": target["span_id"], "payload_digest": digest, "reason": "x"},
+    }
+    with httpx.Client(
+        base_url=str(admin.base_url), headers={"X-API-Key": member_key["key"]}
+    ) as member:
+        problem(member.post(f"{url}/spans/custodial", json=draft), 403, "forbidden")
+    assert "payload" in admin.get(f"{url}/spans/{target['span_id']}").json()["span"]
+    with httpx.Client(base_url=str(admin.base_url), headers={"X-API-Key": owner_key["key"]}) as key:
+        problem(key.post("/v1/tenants", json={"name": "via-key"}), 403, "forbidden")
+
+
+def test_a_failed_onboarding_leaves_nothing(admin: httpx.Client) -> None:
+    key = PrivateKey.generate()
+    identity = LogLineId.parse("logline-id://person/newcomer")
+    good = creation_span(key, "fresh", identity, "Newcomer").to_json()
+    first = new_span(key, tenant="fresh", author=str(identity), kind="hello.world", title="hi")
+    forged = {**first.to_json(), "body": {**first.to_json()["body"], "title": "changed"}}
+    body = {"identity_span": good, "tenant": {"name": "fresh"}, "first_span": forged}
+    problem(admin.post("/v1/onboard", json=body), 422, "invalid-signature")
+    assert admin.get("/v1/tenants/fresh").status_code == 403  # not created: nobody's tenant
+    body["first_span"] = first.to_json()
+    done = admin.post("/v1/onboard", json=body)
+    assert done.status_code == 201, done.text
+    assert done.json() == {
+        "identity": str(identity),
+        "tenant": "fresh",
+        "role": "owner",
+        "spans": [good["body"]["id"], first.id],
+    }
+
+
+def test_a_stream_ends_when_access_is_revoked(tmp_path: Path) -> None:
+    env = {"LOGLINE_STREAM_HEARTBEAT_S": "0.3"}
+    with (
+        running_server(tmp_path / "home", env=env) as server,
+        server.client(server.login()) as admin,
+    ):
+        made = admin.post(
+            f"/v1/tenants/{TENANT}/api-keys", json={"name": "reader", "role": "viewer"}
+        )
+        key = made.json()
+        headers = {"X-API-Key": key["key"]}
+        with httpx.stream(
+            "GET", f"{server.url}/v1/stream", params={"tenant": TENANT}, headers=headers, timeout=30
+        ) as response:
+            events = sse_events(response)
+            assert next(events)[1] == "live"
+            assert admin.delete(f"/v1/tenants/{TENANT}/api-keys/{key['id']}").status_code == 204
+            kinds = []
+            for _, kind, data in events:
+                kinds.append(kind)
+                if kind == "dropped":
+                    assert data["reason"] == "revoked"
+                    break
+            assert kinds[-1] == "dropped"
+
+
 # --- the live stream ------------------------------------------------------------------------------
 
 

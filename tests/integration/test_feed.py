@@ -178,3 +178,37 @@ def test_cursor_and_kind_parsing() -> None:
     for bad in ("Payment.*", "a b", "x" * 200, "(.*)"):
         with pytest.raises(InvalidInput):
             kind_matcher(bad)
+
+
+async def test_polling_continues_while_local_commits_keep_waking(log: Log) -> None:
+    """Writes to B by "another process" (no wake-up) arrive although A's local commits never
+    leave the feed idle for a whole poll interval."""
+    a_author, a_key = make_identity(log, TENANT, "alice")
+    b_author, b_key = make_identity(log, OTHER_TENANT, "bob")
+    feed = Feed(log.store, poll_s=0.2)
+
+    def only_tenant_a(tenant: str, size: int) -> None:
+        if tenant == TENANT:
+            feed.committed(tenant, size)
+
+    log.listeners.append(only_tenant_a)
+    await feed.start()
+    stop = asyncio.Event()
+
+    async def keep_a_busy() -> None:
+        while not stop.is_set():
+            await _append(log, [make_span(a_key, a_author)])
+            await asyncio.sleep(0.05)
+
+    busy = asyncio.create_task(keep_a_busy())
+    try:
+        sub = await feed.subscribe({OTHER_TENANT: None})
+        await _append(log, [make_span(b_key, b_author, tenant=OTHER_TENANT, title="from B")])
+        [got] = await _collect(sub, 1, timeout=5)
+        assert got["span"]["body"]["title"] == "from B"
+        sub.close()
+    finally:
+        stop.set()
+        await busy
+        await feed.stop()
+        log.listeners.remove(only_tenant_a)

@@ -47,8 +47,8 @@ def check(ctx: typer.Context) -> None:
                 ("instance", opened.config.instance),
                 ("database", f"{mask_url(opened.config.database_url)} (reachable)"),
                 ("listen", server.bind),
-                ("rate limits", f"{server.rate_limit_storage} (reachable)"),
+                ("rate limits", f"{mask_url(server.rate_limit_storage)} (reachable)"),
                 ("sign-up", "open" if server.allow_signup else "closed"),
-                ("tracing", server.otlp_endpoint or "off"),
+                ("tracing", mask_url(server.otlp_endpoint) if server.otlp_endpoint else "off"),
             ]
         )

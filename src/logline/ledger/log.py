@@ -123,7 +123,7 @@ class Log:
         now = self.clock()
         if check_skew:
             for span in spans:
-                self._check_skew(span, now)
+                self.check_skew(span, now)
         prepared = self._prepare(spans)
         entries = self._sequence(tenant, prepared)
         for item in prepared:
@@ -133,7 +133,9 @@ class Log:
             return [Receipt(self.origin(tenant), entry) for entry in entries]
         return self._checkpointed(tenant, entries)
 
-    def _check_skew(self, span: Span, now: datetime) -> None:
+    def check_skew(self, span: Span, now: datetime | None = None) -> None:
+        """Refuse a span whose `ts` is too far from the log's clock (`Limits`)."""
+        now = self.clock() if now is None else now
         delta = (parse_ts(span.body["ts"]) - now).total_seconds()
         if delta > self.limits.max_future_skew_s:
             raise InvalidSpan(

@@ -21,7 +21,7 @@ table: never from a request, so the number of series is bounded):
     logline_checkpoint_lag_entries_max                    gauge      largest lag over tenants
     logline_stream_subscribers{transport}                 gauge      transport: websocket|sse
     logline_stream_messages_total{transport}              counter
-    logline_stream_dropped_total{reason}                  counter    slow_consumer|shutdown|error
+    logline_stream_dropped_total{reason}                  counter    DROP_REASONS below
     logline_auth_failures_total{method}                   counter    password|key|token|api_key
     logline_rate_limited_total{route_class}               counter    classes from configuration
     logline_build_info{version}                           gauge      always 1
@@ -45,12 +45,12 @@ from logline.observe.asgi import request_method, route_template
 
 Wait = Literal["sequenced", "checkpointed"]
 Transport = Literal["websocket", "sse"]
-DropReason = Literal["slow_consumer", "shutdown", "error"]
+DropReason = Literal["slow_consumer", "revoked", "shutdown", "error"]
 AuthMethod = Literal["password", "key", "token", "api_key"]
 
 WAITS: Final = ("sequenced", "checkpointed")
 TRANSPORTS: Final = ("websocket", "sse")
-DROP_REASONS: Final = ("slow_consumer", "shutdown", "error")
+DROP_REASONS: Final = ("slow_consumer", "revoked", "shutdown", "error")
 AUTH_METHODS: Final = ("password", "key", "token", "api_key")
 
 # A sequenced append is a durable commit (milliseconds); a checkpointed one waits for the next

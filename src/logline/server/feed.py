@@ -117,6 +117,7 @@ class Subscription:
         self.buffer = buffer
         self.transport = transport
         self.live: set[str] = set()
+        self._live_from: dict[str, int] = {}  # per tenant, `next` when it turned live
         self.dropped: Dropped | None = None
         self._items: deque[Message] = deque()
         self._ready = asyncio.Event()
@@ -159,8 +160,10 @@ class Subscription:
         """
         async for batch in self._catch_up():
             yield batch
-        # Everything before `next` was read and sent; filtered entries need no second look.
-        self.sent.update(self.next)
+        # Everything a tenant's catch-up read was sent (filtered entries need no second look);
+        # what came live since may still wait in the buffer, so not `next`.
+        for tenant, seq in self._live_from.items():
+            self.sent[tenant] = max(self.sent[tenant], seq)
         yield [Message("", -1, "live", envelope("live", cursor=self.cursor))]
         loop = asyncio.get_running_loop()
         while True:
@@ -194,6 +197,7 @@ class Subscription:
                     # Checked and set with no await in between: the feed publishes nothing
                     # for this tenant that we could miss.
                     self.live.add(tenant)
+                    self._live_from[tenant] = start
                     break
                 stop = min(end, start + PAGE)
                 rows = await asyncio.to_thread(_read, self.feed.store, tenant, start, stop)
@@ -326,12 +330,20 @@ class Feed:
     # --- fan-out ----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        polled = loop.time()
         while True:
+            timer = loop.call_later(self.poll_s, self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            except TimeoutError:
-                await self._poll()
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             self._wake.clear()
+            # Poll every poll_s however busy local commits keep us: other processes' writes to
+            # other tenants arrive no other way on SQLite.
+            if loop.time() - polled >= self.poll_s:
+                polled = loop.time()
+                await self._poll()
             grown, self._grown = self._grown, {}
             for tenant, size in grown.items():
                 if tenant in self._subs:

@@ -204,7 +204,7 @@ class ApiKeyIn(Strict):
     name: str = Field(min_length=1, max_length=200)
     role: str = "member"
     identity: str | None = None  # default: a new custodial service identity
-    expires_in_s: int | None = Field(None, ge=60)
+    expires_in_s: int | None = Field(None, ge=60, le=10 * 365 * 86_400)
 
 
 class ApiKeyOut(BaseModel):

@@ -132,15 +132,20 @@ class Services:
 
     def ensure_tenant(self, name: str, display_name: str, *, by: str) -> bool:
         """Create the tenant and log `tenant.created` on its own log; False if it existed."""
-        if not self.accounts.create_tenant(Tenant(name, display_name, now_ts(), by)):
+        tenant = Tenant(name, display_name, now_ts(), by)
+        if not self.accounts.create_tenant(tenant):
             return False
-        self.record(
-            name,
-            "tenant.created",
-            f"Tenant {name} created",
-            {"tenant": name, "display_name": display_name, "created_by": by},
-        )
+        self.tenant_created(tenant)
         return True
+
+    def tenant_created(self, tenant: Tenant) -> None:
+        """Log `tenant.created` on the tenant's own log."""
+        payload = {
+            "tenant": tenant.name,
+            "display_name": tenant.display_name,
+            "created_by": tenant.created_by,
+        }
+        self.record(tenant.name, "tenant.created", f"Tenant {tenant.name} created", payload)
 
     def require_tenant(self, name: str) -> Tenant:
         tenant = self.accounts.tenant(name)

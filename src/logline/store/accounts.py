@@ -67,6 +67,7 @@ class Session:
     tenants: tuple[str, ...]
     method: str
     refresh_hash: bytes
+    previous_hash: bytes | None  # the refresh secret the current one replaced
     created_at: str
     expires_at: str
     revoked_at: str | None
@@ -118,6 +119,10 @@ class Accounts:
             "name": tenant.name, "display_name": tenant.display_name,
             "created_at": tenant.created_at, "created_by": tenant.created_by,
         }) > 0  # fmt: skip
+
+    def delete_tenant(self, name: str) -> None:
+        """Take back a tenant whose creation failed before anything was logged for it."""
+        self._run("delete_tenant", {"name": name})
 
     def tenant(self, name: str) -> Tenant | None:
         row = self._one("select_tenant", {"name": name})
@@ -210,9 +215,10 @@ class Accounts:
         row = self._one("select_session", {"id": session_id, "tenant": tenant})
         if row is None:
             return None
-        sid, identity, tenants, method, refresh, created, expires, revoked, role = row
-        return Session(sid, identity, tuple(tenants.split()), method, bytes(refresh), created,
-                       expires, revoked, role)  # fmt: skip
+        sid, identity, tenants, method, refresh, previous, created, expires, revoked, role = row
+        return Session(sid, identity, tuple(tenants.split()), method, bytes(refresh),
+                       None if previous is None else bytes(previous), created, expires, revoked,
+                       role)  # fmt: skip
 
     def rotate_refresh(self, session_id: str, old_hash: bytes, new_hash: bytes, now: str) -> bool:
         """Swap the refresh token's digest, only if `old_hash` is the current one."""

@@ -212,6 +212,7 @@ sessions = Table(
     Column("tenants", Text, nullable=False),
     Column("method", String(16), nullable=False),
     Column("refresh_hash", LargeBinary, nullable=False),
+    Column("previous_hash", LargeBinary),  # the refresh secret it replaced: reuse detection
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
     Column("revoked_at", TS),

@@ -14,7 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.requests import HTTPConnection
 
-from logline.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from logline.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    LogLineError,
+    NotFound,
+    Unauthenticated,
+)
 from logline.identity import documents
 from logline.identity.ids import LogLineId, check_tenant
 from logline.identity.keys import PublicKey
@@ -320,6 +327,10 @@ def create_api_key(
     if role != "node":
         _check_rank(principal, role)
     key_id = tokens.new_id()
+    now = datetime.now(UTC)
+    expires = None
+    if body.expires_in_s is not None:
+        expires = format_ts(now + timedelta(seconds=body.expires_in_s))
     if body.identity is None:
         identity = LogLineId.parse(f"logline-id://service/{tenant}.{_slug(body.name)}.{key_id[:8]}")
         services.create_custodial_identity(tenant, identity, body.name)
@@ -329,10 +340,6 @@ def create_api_key(
         holder = body.identity
         _may_hold_key_for(services, principal, tenant, holder)
     secret, digest = tokens.new_secret()
-    now = datetime.now(UTC)
-    expires = None
-    if body.expires_in_s is not None:
-        expires = format_ts(now + timedelta(seconds=body.expires_in_s))
     key = ApiKey(
         key_id, tenant, holder, role, body.name, digest, format_ts(now), expires, None, None
     )
@@ -389,14 +396,16 @@ def _onboarder(request: HTTPConnection) -> Principal | None:
         if request.headers.get("authorization") or request.headers.get("x-api-key"):
             raise
         principal = None
-    if principal is not None:
+    if principal is not None and principal.method == "token":
         user = services.accounts.user_by_identity(principal.identity)
         if user is not None and user.instance_admin:
             limit(services, "write", principal.rate_key)
             return principal
     if not services.settings.allow_signup:
         raise Forbidden("sign-up is closed on this instance; an instance administrator onboards")
-    return principal
+    # Self-service, signed in or not: budgeted per client address.
+    limit(services, "auth", f"ip:{client_of(request)}")
+    return None
 
 
 @router.post("/v1/onboard", status_code=201, response_model=OnboardOut)
@@ -406,28 +415,34 @@ def onboard(
     onboarder: Annotated[Principal | None, Depends(_onboarder)],
 ) -> OnboardOut:
     """identity → tenant → membership (owner) → first span, each a span on the new tenant's
-    log. The new owner then logs in with a key challenge to get a token."""
+    log. The new owner then logs in with a key challenge to get a token. Everything is checked
+    before anything is stored; the tenant exists only once its owner's identity is logged."""
     services = services_of(request)
-    if onboarder is None:
-        limit(services, "auth", f"ip:{client_of(request)}")
     name = _new_tenant_name(body.tenant.name)
-    if services.accounts.tenant(name) is not None:
-        raise Conflict(f"tenant {name} already exists")
     identity_span = parse_wire(body.identity_span, name)
     if identity_span.kind != documents.CREATED:
         raise InvalidInput("identity_span must be an identity.created span")
     first = None if body.first_span is None else parse_wire(body.first_span, name)
     if first is not None and first.author != identity_span.author:
         raise InvalidInput("the first span must be by the new identity")
-    # Check what can be checked before the tenant exists, so a bad request leaves nothing behind.
-    identity_span.verify(PublicKey.parse(signing_key_hint(identity_span) or ""))
+    # Check all that can be checked before anything is stored, so a bad request leaves nothing.
+    key = PublicKey.parse(signing_key_hint(identity_span) or "")
+    for span in (identity_span, *([first] if first is not None else [])):
+        span.verify(key)
+        services.log.check_skew(span)
     if services.store.identity(identity_span.author) is not None:
         raise Conflict(f"identity {identity_span.author} already exists")
-    if not services.ensure_tenant(name, body.tenant.display_name or name, by=identity_span.author):
+    tenant = Tenant(name, body.tenant.display_name or name, now_ts(), identity_span.author)
+    if not services.accounts.create_tenant(tenant):
         raise Conflict(f"tenant {name} already exists")
-    spans = [identity_span.id]
-    append_spans(request, [identity_span], "sequenced")
+    try:
+        append_spans(request, [identity_span], "sequenced")
+    except LogLineError:
+        services.accounts.delete_tenant(name)  # nothing of it was logged
+        raise
+    services.tenant_created(tenant)
     grant(services, name, identity_span.author, "owner", services.system_identity)
+    spans = [identity_span.id]
     if first is not None:
         append_spans(request, [first], "sequenced")
         spans.append(first.id)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 
 from logline.canonical import b64decode
 from logline.errors import Forbidden, LogLineError, ParseError, SignatureError, Unauthenticated
-from logline.identity.ids import check_tenant
+from logline.identity.ids import LogLineId, check_tenant
 from logline.identity.keys import PublicKey, domain_message
 from logline.ledger.timefmt import format_ts, now_ts
 from logline.server import tokens
@@ -69,6 +69,7 @@ def _issue(services: Services, identity: str, tenants: list[str], method: str) -
             tuple(tenants),
             method,
             digest,
+            None,
             format_ts(now),
             format_ts(expires),
             None,
@@ -130,6 +131,7 @@ def challenge(request: Request, body: ChallengeIn, client: str = public("auth"))
     """A nonce for a key-challenge login: sign `message` with the identity's current key."""
     services = services_of(request)
     tenants = _check_tenants(body.tenants)
+    LogLineId.parse(body.identity)
     nonce = secrets.token_urlsafe(32)
     expires = format_ts(datetime.now(UTC) + timedelta(seconds=services.settings.challenge_ttl_s))
     services.accounts.create_challenge(
@@ -195,23 +197,30 @@ def refresh(request: Request, body: RefreshIn, client: str = public("auth")) -> 
         services.metrics.auth_failed("token")
         raise Unauthenticated("the session was revoked or has expired; log in again")
     secret, digest = tokens.new_secret()
-    if not tokens.same_digest(session.refresh_hash, split.digest) or not (
-        services.accounts.rotate_refresh(split.id, split.digest, digest, now)
-    ):
-        # A refresh token that was already exchanged: a copy is in someone else's hands.
-        services.accounts.revoke_session(split.id, now)
+    current = tokens.same_digest(session.refresh_hash, split.digest)
+    if current and services.accounts.rotate_refresh(split.id, split.digest, digest, now):
+        return _tokens(services, session.identity, list(session.tenants), split.id, secret)
+    replaced = session.previous_hash is not None and tokens.same_digest(
+        session.previous_hash, split.digest
+    )
+    if not current and not replaced:
+        # Not a secret this session ever issued (the session id alone is no secret: it is in
+        # every access token); refuse it without touching the session.
         services.metrics.auth_failed("token")
-        _security(
-            services,
-            list(session.tenants),
-            "security.refresh_reuse",
-            "Refresh token reused; session revoked",
-            identity=session.identity,
-            session=split.id,
-            client=client,
-        )
-        raise Unauthenticated("refresh token already used; the session is revoked")
-    return _tokens(services, session.identity, list(session.tenants), split.id, secret)
+        raise Unauthenticated("invalid refresh token")
+    # A refresh token that was already exchanged: a copy is in someone else's hands.
+    services.accounts.revoke_session(split.id, now)
+    services.metrics.auth_failed("token")
+    _security(
+        services,
+        list(session.tenants),
+        "security.refresh_reuse",
+        "Refresh token reused; session revoked",
+        identity=session.identity,
+        session=split.id,
+        client=client,
+    )
+    raise Unauthenticated("refresh token already used; the session is revoked")
 
 
 @router.post("/v1/auth/logout", status_code=204)
@@ -245,6 +254,8 @@ def jwks(request: Request) -> dict[str, Any]:
 
 
 def instance_admin(services: Services, principal: Principal) -> None:
+    """Instance-wide rights come from an administrator's login, never from an API key (keys
+    are bound to one tenant and capped by their role)."""
     user = services.accounts.user_by_identity(principal.identity)
-    if user is None or not user.instance_admin:
-        raise Forbidden("this needs an instance administrator")
+    if user is None or not user.instance_admin or principal.method != "token":
+        raise Forbidden("this needs an instance administrator, logged in")

@@ -134,6 +134,7 @@ def append_custodial(
     for tag in fields["tags"]:
         check_tag(tag)
     span = services_of(request).sign_as(principal.identity, tenant=tenant, **fields)
+    check_authors(request, principal, [span])  # a custodial redaction needs admin too
     [result] = append_spans(request, [span], wait)
     return JSONResponse(result, 201)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -33,6 +34,12 @@ WS_DROPPED = 4008  # application close code: dropped (reason in the close frame 
 WS_POLICY = 1008
 
 
+def _may_read(conn: HTTPConnection, tenants: list[str]) -> None:
+    services = services_of(conn)
+    for tenant in tenants:
+        authorize(services, authenticate(services, conn, tenant), Permission.READ)
+
+
 async def _subscribe(
     conn: HTTPConnection,
     tenants: list[str] | None,
@@ -50,7 +57,7 @@ async def _subscribe(
             raise InvalidInput(f"subscribe to 1 to {MAX_TENANTS} tenants")
         for tenant in wanted:
             check_tenant(tenant)
-            authorize(services, authenticate(services, conn, tenant), Permission.READ)
+        _may_read(conn, wanted)
         return wanted
 
     wanted = await asyncio.to_thread(check)
@@ -62,6 +69,20 @@ async def _subscribe(
     )
     services.metrics.stream_subscribed(transport)
     return sub
+
+
+async def _still_allowed(conn: HTTPConnection, sub: Subscription, last: float) -> float:
+    """Check the credential and memberships again once per heartbeat interval: a revoked
+    session, key or membership ends the stream (dropped, reason `revoked`)."""
+    now = time.monotonic()
+    if now - last < services_of(conn).settings.stream_heartbeat_s:
+        return last
+    try:
+        await asyncio.to_thread(_may_read, conn, sorted(sub.next))
+    except LogLineError as exc:
+        sub.drop("revoked", f"reading is no longer allowed: {exc}")
+        raise sub.dropped or Dropped("revoked", str(exc)) from None
+    return now
 
 
 def _finish(conn: HTTPConnection, sub: Subscription, reason: DropReason | None) -> None:
@@ -97,8 +118,10 @@ async def sse(
 
     async def events() -> AsyncIterator[str]:
         reason: DropReason | None = None
+        checked = time.monotonic()
         try:
             async for batch in sub.messages(heartbeat):
+                checked = await _still_allowed(request, sub, checked)
                 text = "".join(_sse(m, sub) for m in batch)
                 yield text
                 services.metrics.stream_sent("sse", len(batch))
@@ -160,8 +183,10 @@ async def websocket(
 
 async def _send(ws: WebSocket, sub: Subscription) -> None:
     services = services_of(ws)
+    checked = time.monotonic()
     with contextlib.suppress(WebSocketDisconnect):
         async for batch in sub.messages(services.settings.stream_heartbeat_s):
+            checked = await _still_allowed(ws, sub, checked)
             for message in batch:
                 await ws.send_text(message.text)
                 sub.sending(message)

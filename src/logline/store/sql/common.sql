@@ -128,6 +128,9 @@ VALUES (:name, :display_name, :created_at, :created_by) ON CONFLICT (name) DO NO
 -- name: select_tenant
 SELECT name, display_name, created_at, created_by FROM tenants WHERE name = :name;
 
+-- name: delete_tenant
+DELETE FROM tenants WHERE name = :name;
+
 -- name: select_tenants
 SELECT name, display_name, created_at, created_by FROM tenants ORDER BY name;
 
@@ -200,13 +203,13 @@ INSERT INTO sessions (id, identity, tenants, method, refresh_hash, created_at, e
 VALUES (:id, :identity, :tenants, :method, :refresh_hash, :created_at, :expires_at, NULL);
 
 -- name: select_session
-SELECT s.id, s.identity, s.tenants, s.method, s.refresh_hash, s.created_at, s.expires_at,
-    s.revoked_at, m.role
+SELECT s.id, s.identity, s.tenants, s.method, s.refresh_hash, s.previous_hash, s.created_at,
+    s.expires_at, s.revoked_at, m.role
 FROM sessions s LEFT JOIN memberships m ON m.identity = s.identity AND m.tenant = :tenant
 WHERE s.id = :id;
 
 -- name: rotate_refresh
-UPDATE sessions SET refresh_hash = :new_hash
+UPDATE sessions SET previous_hash = refresh_hash, refresh_hash = :new_hash
 WHERE id = :id AND refresh_hash = :old_hash AND revoked_at IS NULL AND expires_at > :now;
 
 -- name: revoke_session

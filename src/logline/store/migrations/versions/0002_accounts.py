@@ -75,6 +75,7 @@ def upgrade() -> None:
         sa.Column("tenants", sa.Text, nullable=False),
         sa.Column("method", sa.String(16), nullable=False),
         sa.Column("refresh_hash", sa.LargeBinary, nullable=False),
+        sa.Column("previous_hash", sa.LargeBinary),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("expires_at", TS, nullable=False),
         sa.Column("revoked_at", TS),
@@ -101,6 +102,9 @@ def upgrade() -> None:
         # the implicit rowid of `entries` may change on VACUUM.
         op.execute(
             "CREATE VIRTUAL TABLE entries_fts USING fts5(title, content='', tokenize='unicode61')"
+        )
+        op.execute(
+            "INSERT INTO entries_fts (rowid, title) SELECT (log_id << 40) | seq, title FROM entries"
         )
         op.execute(
             "CREATE TRIGGER entries_fts_insert AFTER INSERT ON entries BEGIN "
