@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from logline.errors import (
     InvalidSpan,
@@ -44,6 +44,10 @@ from logline.ledger.timefmt import format_ts, parse_ts
 from logline.store.interface import CheckpointRecord, LogHead, NewEntry, Store, StoredSpan, Tx
 
 Wait = Literal["sequenced", "checkpointed"]
+# Work done inside the sequencing transaction, under the tenant's log lock: given the transaction
+# and the entries' `received` time, it changes what it owns and returns the spans that record it
+# (already signed, each with the key that must verify it) and a value for the caller.
+Work = Callable[[Tx, str], tuple[list[Prepared], Any]]
 MAX_GROUP_SPANS = 5000
 VERIFY_THREADS = 2
 PARALLEL_VERIFY_MIN = 16
@@ -59,7 +63,10 @@ def _verify_all(items: Sequence[Prepared]) -> None:
 class _Group:
     tenant: str
     items: list[Prepared]
+    work: Work | None = None
+    value: Any = None
     done: bool = False
+    committed: bool = False
     entries: list[Entry] = field(default_factory=list)
     error: LogLineError | None = None
 
@@ -211,8 +218,29 @@ class Log:
             self._known_keys.clear()
         self._known_keys[author] = key
 
+    def transact(
+        self, tenant: str, work: Work, *, wait: Wait = "sequenced"
+    ) -> tuple[list[Receipt], Any]:
+        """Run `work` in the transaction that logs the spans it returns: its changes and their
+        record commit together, or neither does (a `LogLineError` from `work` or from admitting
+        its spans undoes its changes and is raised here). The spans come from the server's own
+        keys within the transaction, so they are admitted without a second signature check.
+
+        Returns the receipts and what `work` returned. `work` may run more than once (a
+        transaction retried after a database error); it must depend only on the database.
+        """
+        check_tenant(tenant)
+        group = _Group(tenant, [], work=work)
+        entries = self._run(group)
+        receipts = [Receipt(self.origin(tenant), entry) for entry in entries]
+        if wait == "checkpointed" and entries:
+            receipts = self._checkpointed(tenant, entries)
+        return receipts, group.value
+
     def _sequence(self, tenant: str, items: list[Prepared]) -> list[Entry]:
-        group = _Group(tenant, items)
+        return self._run(_Group(tenant, items))
+
+    def _run(self, group: _Group) -> list[Entry]:
         with self._pending_lock:
             self._pending.append(group)
         while not group.done:
@@ -242,11 +270,11 @@ class Log:
             if self._commit_once(batch) or len(batch) == 1:
                 return
             for group in batch:
-                group.error, group.entries = None, []
+                group.error, group.entries, group.committed = None, [], False
                 self._commit_once([group])
         finally:
             for group in batch:
-                if group.error is None and not group.entries:
+                if group.error is None and not group.committed:
                     group.error = StorageError("commit interrupted")
                 group.done = True
 
@@ -272,6 +300,8 @@ class Log:
             if not isinstance(exc, Exception):
                 raise
             return False
+        for group in batch:
+            group.committed = group.error is None
         for tenant, size in grown:
             for listener in self.listeners:
                 listener(tenant, size)
@@ -301,7 +331,12 @@ class Log:
         rows: list[NewEntry] = []
         for group in groups:
             try:
-                admission.admit(group.items)
+                if group.work is None:
+                    admission.admit(group.items)
+                else:
+                    with tx.savepoint():
+                        group.items, group.value = group.work(tx, received)
+                        admission.admit(group.items)
             except LogLineError as exc:
                 group.error = exc
                 continue

@@ -249,6 +249,10 @@ class Tx(ABC):
         """Delete the payload of a span; False if there was none."""
 
     @abstractmethod
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested scope: an exception leaving it undoes what was done in it, and propagates."""
+
+    @abstractmethod
     def announce(self, tenant: str, size: int) -> None:
         """Tell other processes, on commit, that the tenant's log grew to `size` (see `listen`)."""
 

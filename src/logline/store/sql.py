@@ -70,6 +70,7 @@ class Connection:
 class SqlTx(Tx):
     def __init__(self, conn: Connection) -> None:
         self.c = conn
+        self._savepoints = 0
 
     def lock_log(self, tenant: str, created_at: str) -> LogHead:
         row = self.c.one("lock_log", {"tenant": tenant})
@@ -200,6 +201,19 @@ class SqlTx(Tx):
 
     def delete_payload(self, log_id: int, span_id: str) -> bool:
         return self.c.run("delete_payload", {"log_id": log_id, "span_id": span_id}) > 0
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"logline_sp{self._savepoints}"
+        self.c.raw.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.c.raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.c.raw.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.c.raw.execute(f"RELEASE SAVEPOINT {name}")
 
     def announce(self, tenant: str, size: int) -> None:
         if "announce" in self.c.queries:
