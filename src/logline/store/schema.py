@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -234,4 +236,75 @@ custodial_keys = Table(
     Column("identity", IDENTITY, primary_key=True),
     Column("sealed", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),
+)
+
+# --- the job engine (migration 0003) -----------------------------------------------------------
+
+JOB_ID = String(36)
+
+job_types = Table(
+    "job_types",
+    metadata,
+    Column("tenant", String(48), nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("schema", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", IDENTITY, nullable=False),
+    PrimaryKeyConstraint("tenant", "type"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", JOB_ID, primary_key=True),
+    Column("tenant", String(48), nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("run_at", TS, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("dedupe_key", String(200)),
+    Column("max_attempts", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("backoff_base_s", Float, nullable=False),
+    Column("backoff_cap_s", Float, nullable=False),
+    Column("timeout_s", Float, nullable=False),
+    Column("node", IDENTITY),
+    Column("lease_expires", TS),
+    Column("cancel_requested", Integer, nullable=False),
+    Column("result", Text),
+    Column("error", Text),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Column(
+        "span_id", SPAN_ID, nullable=False
+    ),  # the latest transition's span: the next one's cause
+    Column("attempt_budget", Integer, nullable=False),  # attempts per run; a requeue grants more
+    Index("ix_jobs_ready", "tenant", "state", "priority", "run_at"),
+    Index("ix_jobs_lease", "state", "lease_expires"),
+    Index("ix_jobs_list", "tenant", "state", "created_at"),
+    Index(
+        "uq_jobs_dedupe",
+        "tenant",
+        "dedupe_key",
+        unique=True,
+        sqlite_where=text("dedupe_key IS NOT NULL"),
+        postgresql_where=text("dedupe_key IS NOT NULL"),
+    ),
+)
+
+job_attempts = Table(
+    "job_attempts",
+    metadata,
+    Column("job_id", JOB_ID, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("node", IDENTITY, nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS),
+    Column("outcome", String(16)),
+    Column("error", Text),
+    PrimaryKeyConstraint("job_id", "attempt"),
 )

@@ -236,3 +236,78 @@ ON CONFLICT (identity) DO NOTHING;
 
 -- name: select_custodial_key
 SELECT sealed FROM custodial_keys WHERE identity = :identity;
+
+-- --- the job engine (migration 0003) ------------------------------------------------------------
+-- Writes run inside `Log.transact` on the job's tenant, under its log lock.
+
+-- name: insert_job
+INSERT INTO jobs (id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_key,
+    max_attempts, attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires,
+    cancel_requested, result, error, created_at, updated_at, finished_at, span_id, attempt_budget)
+VALUES (:id, :tenant, :type, :queue, :state, :priority, :run_at, :payload, :tags, :dedupe_key,
+    :max_attempts, 0, :backoff_base_s, :backoff_cap_s, :timeout_s, NULL, NULL, 0, NULL, NULL,
+    :created_at, :created_at, NULL, :span_id, :max_attempts);
+
+-- name: job_by_dedupe_key
+SELECT id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_key, max_attempts,
+    attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested,
+    result, error, created_at, updated_at, finished_at, span_id, attempt_budget
+FROM jobs WHERE tenant = :tenant AND dedupe_key = :dedupe_key;
+
+-- name: select_job
+SELECT id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_key, max_attempts,
+    attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested,
+    result, error, created_at, updated_at, finished_at, span_id, attempt_budget
+FROM jobs WHERE id = :id AND tenant = :tenant;
+
+-- name: update_job
+UPDATE jobs SET state = :state, run_at = :run_at, attempts = :attempts,
+    max_attempts = :max_attempts, node = :node,
+    lease_expires = :lease_expires, cancel_requested = :cancel_requested, result = :result,
+    error = :error, updated_at = :updated_at, finished_at = :finished_at, span_id = :span_id
+WHERE id = :id;
+
+-- name: renew_lease
+UPDATE jobs SET lease_expires = :lease_expires, updated_at = :now
+WHERE id = :id AND tenant = :tenant AND state = 'running' AND node = :node
+    AND attempts = :attempt;
+
+-- name: insert_attempt
+INSERT INTO job_attempts (job_id, attempt, node, started_at, ended_at, outcome, error)
+VALUES (:job_id, :attempt, :node, :started_at, NULL, NULL, NULL);
+
+-- name: end_attempt
+UPDATE job_attempts SET ended_at = :ended_at, outcome = :outcome, error = :error
+WHERE job_id = :job_id AND attempt = :attempt;
+
+-- name: select_attempts
+SELECT job_id, attempt, node, started_at, ended_at, outcome, error FROM job_attempts
+WHERE job_id = :job_id ORDER BY attempt;
+
+-- name: ready_tenants
+SELECT DISTINCT tenant FROM jobs WHERE state IN ('queued', 'retrying') AND run_at <= :now
+ORDER BY tenant LIMIT :limit;
+
+-- name: expired_leases
+SELECT tenant, id FROM jobs WHERE state = 'running' AND lease_expires < :now
+ORDER BY lease_expires LIMIT :limit;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id AND tenant = :tenant;
+
+-- name: delete_attempts
+DELETE FROM job_attempts WHERE job_id = :job_id;
+
+-- name: insert_job_type
+INSERT INTO job_types (tenant, type, schema, created_at, created_by)
+VALUES (:tenant, :type, :schema, :created_at, :created_by)
+ON CONFLICT (tenant, type) DO UPDATE SET schema = excluded.schema,
+    created_at = excluded.created_at, created_by = excluded.created_by;
+
+-- name: select_job_type
+SELECT tenant, type, schema, created_at, created_by FROM job_types
+WHERE tenant = :tenant AND type = :type;
+
+-- name: select_job_types
+SELECT tenant, type, schema, created_at, created_by FROM job_types WHERE tenant = :tenant
+ORDER BY type;

@@ -37,3 +37,17 @@ e.log_id = :log_id AND to_tsvector('simple', e.title) @@ plainto_tsquery('simple
 -- name: announce
 -- Delivered to listeners (`PostgresStore.listen`) when the transaction commits, never before.
 SELECT pg_notify('logline_logs', :payload);
+
+-- name: claim_candidates
+-- Rows another claimer has locked are skipped, not waited for.
+SELECT id FROM jobs
+WHERE tenant = :tenant AND state IN ('queued', 'retrying') AND run_at <= :now
+    AND queue = ANY(:queues)
+ORDER BY priority, run_at, id LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_job
+SELECT id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_key, max_attempts,
+    attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested,
+    result, error, created_at, updated_at, finished_at, span_id, attempt_budget
+FROM jobs WHERE id = :id AND tenant = :tenant FOR UPDATE;

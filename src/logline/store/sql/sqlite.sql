@@ -42,3 +42,16 @@ e.seq IN (SELECT rowid - (:log_id << 40) FROM entries_fts
 -- name: announce
 -- Nothing to push: other processes on the same file notice new entries by polling log heads.
 SELECT :payload WHERE 0;
+
+-- name: claim_candidates
+-- SQLite writers are serialized (BEGIN IMMEDIATE): nothing else can claim these meanwhile.
+SELECT id FROM jobs
+WHERE tenant = :tenant AND state IN ('queued', 'retrying') AND run_at <= :now
+    AND queue IN (SELECT value FROM json_each(:queues))
+ORDER BY priority, run_at, id LIMIT :limit;
+
+-- name: lock_job
+SELECT id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_key, max_attempts,
+    attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested,
+    result, error, created_at, updated_at, finished_at, span_id, attempt_budget
+FROM jobs WHERE id = :id AND tenant = :tenant;

@@ -1,0 +1,1 @@
+"""The job engine: jobs, their queue and its transitions, each recorded as a span."""

@@ -1,0 +1,563 @@
+"""The job queue: every transition changes the job and logs its span in one transaction.
+
+    queue = JobQueue(log, author="logline-id://service/logline.local", key=instance_key)
+    job = queue.submit("acme", JobRequest(type="report.render", payload={"month": "2026-10"}))
+    [claimed] = queue.claim("logline-id://node/worker-1", ["default"], limit=1, lease_s=30)
+    queue.complete(claimed.tenant, claimed.id, "logline-id://node/worker-1", 1, {"pages": 12})
+
+Each transition runs as `Log.transact` work on the job's tenant: it holds the tenant's log lock,
+changes the job's row, and returns the span that records the change (`job.queued`,
+`job.started`, `job.succeeded`, `job.retrying`, `job.dead`, `job.failed`, `job.cancelled`,
+`job.cancel_requested`, `job.requeued`, `job.purged`), authored by the engine's identity,
+`caused_by` the job's previous transition and with the job id as `flow_id`, so a job's history
+is one query. The tenant's log lock serializes a tenant's transitions, which makes dedupe keys
+and claims race-free in every process; PostgreSQL claims also skip rows locked by others.
+
+Execution is at least once: a node that stops renewing its lease loses the job when the lease
+expires (`expire_leases`), and the job is retried as if the attempt had failed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from logline.canonical import canonicalize
+from logline.engine.jobs import (
+    CLAIMABLE,
+    DEAD_LETTERS,
+    MAX_ERROR_CHARS,
+    MAX_RESULT_BYTES,
+    PRIORITIES,
+    Attempt,
+    Job,
+    JobRequest,
+    backoff,
+    utc,
+)
+from logline.errors import Conflict, InvalidInput, NotFound
+from logline.identity.ids import uuid7
+from logline.identity.keys import PrivateKey
+from logline.ledger.admission import Prepared
+from logline.ledger.log import Log
+from logline.ledger.span import new_span
+from logline.ledger.timefmt import format_ts
+from logline.store.interface import Tx
+from logline.store.sql import Connection, SqlStore, SqlTx
+
+MAX_CLAIM = 100
+
+
+def _conn(tx: Tx) -> Connection:
+    assert isinstance(tx, SqlTx), "the job engine needs a SQL store"
+    return tx.c
+
+
+class JobQueue:
+    """Jobs of all tenants of one store, transitions signed by `author` with `key`."""
+
+    def __init__(
+        self,
+        log: Log,
+        *,
+        author: str,
+        key: PrivateKey,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        if not isinstance(log.store, SqlStore):
+            raise TypeError("the job engine needs a SQL store")
+        self.log = log
+        self.store: SqlStore = log.store
+        self.author = author
+        self.key = key
+        self.public_key = str(key.public_key)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._turn = 0
+        self._turn_lock = threading.Lock()
+
+    # --- recording --------------------------------------------------------------------------------
+
+    def _span(self, job: Job, kind: str, title: str, **details: Any) -> Prepared:
+        payload = {
+            "job": job.id,
+            "type": job.type,
+            "queue": job.queue,
+            "state": job.state,
+            "attempt": job.attempts,
+            **details,
+        }
+        span = new_span(
+            self.key,
+            tenant=job.tenant,
+            author=self.author,
+            kind=kind,
+            title=title,
+            payload=payload,
+            caused_by=job.span_id if kind != "job.queued" else None,
+            flow_id=job.id,
+            tags=["job"],
+        )
+        return Prepared(span, self.public_key)
+
+    def _save(self, c: Connection, job: Job, record: Prepared) -> Job:
+        job = _replace(job, span_id=record.span.id)
+        c.run(
+            "update_job",
+            {
+                "id": job.id,
+                "state": job.state,
+                "run_at": job.run_at,
+                "attempts": job.attempts,
+                "max_attempts": job.max_attempts,
+                "node": job.node,
+                "lease_expires": job.lease_expires,
+                "cancel_requested": int(job.cancel_requested),
+                "result": None if job.result is None else canonicalize(job.result).decode(),
+                "error": job.error,
+                "updated_at": job.updated_at,
+                "finished_at": job.finished_at,
+                "span_id": job.span_id,
+            },
+        )
+        return job
+
+    def _locked(self, c: Connection, tenant: str, job_id: str) -> Job:
+        row = c.one("lock_job", {"id": job_id, "tenant": tenant})
+        if row is None:
+            raise NotFound(f"no job {job_id} in {tenant}")
+        return Job.from_row(row)
+
+    # --- submitting -------------------------------------------------------------------------------
+
+    def submit(self, tenant: str, request: JobRequest) -> Job:
+        """Queue a job; with a dedupe key already used in the tenant, the job that used it."""
+        payload = request.check()
+        self._check_schema(tenant, request)
+
+        def work(tx: Tx, received: str) -> tuple[list[Prepared], Job]:
+            c = _conn(tx)
+            if request.dedupe_key is not None:
+                row = c.one(
+                    "job_by_dedupe_key", {"tenant": tenant, "dedupe_key": request.dedupe_key}
+                )
+                if row is not None:
+                    return [], Job.from_row(row)
+            now = format_ts(self.clock())
+            job = Job(
+                id=uuid7(),
+                tenant=tenant,
+                type=request.type,
+                queue=request.queue,
+                state="queued",
+                priority=PRIORITIES[request.priority],
+                run_at=format_ts(utc(request.run_at)) if request.run_at else now,
+                payload=json.loads(payload),
+                tags=tuple(sorted(set(request.tags))),
+                dedupe_key=request.dedupe_key,
+                max_attempts=request.max_attempts,
+                attempts=0,
+                backoff_base_s=request.backoff_base_s,
+                backoff_cap_s=request.backoff_cap_s,
+                timeout_s=request.timeout_s,
+                node=None,
+                lease_expires=None,
+                cancel_requested=False,
+                result=None,
+                error=None,
+                created_at=now,
+                updated_at=now,
+                finished_at=None,
+                span_id="",
+                attempt_budget=request.max_attempts,
+            )
+            record = self._span(
+                job,
+                "job.queued",
+                f"{job.type} queued",
+                payload=job.payload,
+                priority=request.priority,
+                run_at=job.run_at,
+                dedupe_key=job.dedupe_key,
+            )
+            job = _replace(job, span_id=record.span.id)
+            c.run(
+                "insert_job",
+                {
+                    "id": job.id,
+                    "tenant": tenant,
+                    "type": job.type,
+                    "queue": job.queue,
+                    "state": job.state,
+                    "priority": job.priority,
+                    "run_at": job.run_at,
+                    "payload": payload.decode(),
+                    "tags": json.dumps(list(job.tags)),
+                    "dedupe_key": job.dedupe_key,
+                    "max_attempts": job.max_attempts,
+                    "backoff_base_s": job.backoff_base_s,
+                    "backoff_cap_s": job.backoff_cap_s,
+                    "timeout_s": job.timeout_s,
+                    "created_at": now,
+                    "span_id": job.span_id,
+                },
+            )
+            return [record], job
+
+        _, job = self.log.transact(tenant, work)
+        assert isinstance(job, Job)
+        return job
+
+    def register_type(self, tenant: str, type_: str, schema: dict[str, Any], by: str) -> None:
+        """Register (or replace) the JSON Schema that a type's payloads must satisfy."""
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise InvalidInput(f"not a valid JSON Schema: {exc.message}") from None
+        conn = self.store._conn()
+        with self.store.wrap_exceptions(), self.store._transaction(conn):
+            conn.run(
+                "insert_job_type",
+                {
+                    "tenant": tenant,
+                    "type": type_,
+                    "schema": json.dumps(schema),
+                    "created_at": format_ts(self.clock()),
+                    "created_by": by,
+                },
+            )
+
+    def _check_schema(self, tenant: str, request: JobRequest) -> None:
+        with self.store._read() as c:
+            row = c.one("select_job_type", {"tenant": tenant, "type": request.type})
+        if row is None:
+            return
+        from jsonschema import Draft202012Validator
+
+        errors = sorted(
+            Draft202012Validator(json.loads(row[2])).iter_errors(request.payload),
+            key=lambda e: list(e.absolute_path),
+        )
+        if errors:
+            first = errors[0]
+            where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+            raise InvalidInput(
+                f"payload does not match the schema of {request.type} at {where}: {first.message}"
+            )
+
+    # --- claiming and running ---------------------------------------------------------------------
+
+    def claim(
+        self, node: str, queues: Sequence[str], *, limit: int = 1, lease_s: float = 30.0
+    ) -> list[Job]:
+        """Up to `limit` ready jobs for `node`, fairly across tenants: each tenant with ready
+        jobs gets a share in turn, and within a tenant by priority, then run_at."""
+        if not 1 <= limit <= MAX_CLAIM:
+            raise InvalidInput(f"claim 1 to {MAX_CLAIM} jobs at a time")
+        now = format_ts(self.clock())
+        with self.store._read() as c:
+            tenants = [str(r[0]) for r in c.all("ready_tenants", {"now": now, "limit": 1000})]
+        if not tenants:
+            return []
+        with self._turn_lock:
+            start = self._turn % len(tenants)
+            self._turn += 1
+        claimed: list[Job] = []
+        order = tenants[start:] + tenants[:start]
+        share = max(1, limit // len(order))
+        for tenant in order:
+            if len(claimed) >= limit:
+                break
+            claimed += self._claim_in(
+                tenant, node, queues, min(share, limit - len(claimed)), lease_s
+            )
+        return claimed
+
+    def _claim_in(
+        self, tenant: str, node: str, queues: Sequence[str], limit: int, lease_s: float
+    ) -> list[Job]:
+        def work(tx: Tx, received: str) -> tuple[list[Prepared], list[Job]]:
+            c = _conn(tx)
+            moment = self.clock()
+            now, lease = format_ts(moment), format_ts(moment + timedelta(seconds=lease_s))
+            ids = c.all(
+                "claim_candidates",
+                {"tenant": tenant, "now": now, "queues": c.listify(list(queues)), "limit": limit},
+            )
+            records, jobs = [], []
+            for (job_id,) in ids:
+                job = self._locked(c, tenant, str(job_id))
+                job = _replace(
+                    job,
+                    state="running",
+                    attempts=job.attempts + 1,
+                    node=node,
+                    lease_expires=lease,
+                    updated_at=now,
+                    error=None,
+                )
+                record = self._span(job, "job.started", f"{job.type} started", node=node)
+                jobs.append(self._save(c, job, record))
+                records.append(record)
+                c.run(
+                    "insert_attempt",
+                    {"job_id": job.id, "attempt": job.attempts, "node": node, "started_at": now},
+                )
+            return records, jobs
+
+        _, jobs = self.log.transact(tenant, work)
+        return list(jobs)
+
+    def renew(self, tenant: str, job_id: str, node: str, attempt: int, lease_s: float) -> bool:
+        """Extend the lease; whether cancellation was asked for. Conflict if the lease is lost."""
+        moment = self.clock()
+        conn = self.store._conn()
+        with self.store.wrap_exceptions(), self.store._transaction(conn):
+            changed = conn.run(
+                "renew_lease",
+                {
+                    "id": job_id,
+                    "tenant": tenant,
+                    "node": node,
+                    "attempt": attempt,
+                    "lease_expires": format_ts(moment + timedelta(seconds=lease_s)),
+                    "now": format_ts(moment),
+                },
+            )
+            row = conn.one("select_job", {"id": job_id, "tenant": tenant})
+        if not changed or row is None:
+            raise Conflict(f"{node} no longer holds job {job_id} (attempt {attempt})")
+        return bool(Job.from_row(row).cancel_requested)
+
+    def _finish_attempt(
+        self,
+        tenant: str,
+        job_id: str,
+        node: str,
+        attempt: int,
+        change: Callable[[Job, str], tuple[Job, str, str, dict[str, Any]]],
+        outcome: str,
+        error: str | None,
+    ) -> Job:
+        def work(tx: Tx, received: str) -> tuple[list[Prepared], Job]:
+            c = _conn(tx)
+            job = self._locked(c, tenant, job_id)
+            if job.state != "running" or job.node != node or job.attempts != attempt:
+                raise Conflict(
+                    f"{node} no longer holds job {job_id} (attempt {attempt}); it is {job.state}"
+                )
+            now = format_ts(self.clock())
+            job, kind, title, details = change(job, now)
+            record = self._span(job, kind, title, node=node, **details)
+            c.run(
+                "end_attempt",
+                {
+                    "job_id": job_id,
+                    "attempt": attempt,
+                    "ended_at": now,
+                    "outcome": outcome,
+                    "error": error,
+                },
+            )
+            return [record], self._save(c, job, record)
+
+        _, job = self.log.transact(tenant, work)
+        assert isinstance(job, Job)
+        return job
+
+    def complete(self, tenant: str, job_id: str, node: str, attempt: int, result: Any) -> Job:
+        size = len(canonicalize(result))
+        if size > MAX_RESULT_BYTES:
+            raise InvalidInput(f"result is {size} bytes; at most {MAX_RESULT_BYTES}")
+
+        def change(job: Job, now: str) -> tuple[Job, str, str, dict[str, Any]]:
+            job = _replace(
+                job,
+                state="succeeded",
+                result=result,
+                finished_at=now,
+                updated_at=now,
+                lease_expires=None,
+            )
+            return job, "job.succeeded", f"{job.type} succeeded", {"result": result}
+
+        return self._finish_attempt(tenant, job_id, node, attempt, change, "succeeded", None)
+
+    def fail(
+        self,
+        tenant: str,
+        job_id: str,
+        node: str,
+        attempt: int,
+        error: str,
+        *,
+        retryable: bool = True,
+        cancelled: bool = False,
+    ) -> Job:
+        """An attempt failed (or, with `cancelled`, stopped on request): retry, or dead letter."""
+        error = error[:MAX_ERROR_CHARS]
+        outcome = "cancelled" if cancelled else "failed"
+        return self._finish_attempt(
+            tenant,
+            job_id,
+            node,
+            attempt,
+            lambda job, now: self._after_failure(job, now, error, retryable, cancelled),
+            outcome,
+            error,
+        )
+
+    def _after_failure(
+        self, job: Job, now: str, error: str, retryable: bool, cancelled: bool
+    ) -> tuple[Job, str, str, dict[str, Any]]:
+        done = {"error": error, "updated_at": now, "lease_expires": None}
+        if cancelled or job.cancel_requested:
+            job = _replace(job, state="cancelled", finished_at=now, **done)
+            return job, "job.cancelled", f"{job.type} cancelled", {"error": error}
+        if not retryable:
+            job = _replace(job, state="failed", finished_at=now, **done)
+            return job, "job.failed", f"{job.type} failed", {"error": error}
+        if job.attempts >= job.max_attempts:
+            job = _replace(job, state="dead", finished_at=now, **done)
+            return (
+                job,
+                "job.dead",
+                f"{job.type} dead after {job.attempts} attempts",
+                {"error": error},
+            )
+        run_at = format_ts(backoff(job, self.clock(), self.rng))
+        job = _replace(job, state="retrying", run_at=run_at, node=None, **done)
+        return job, "job.retrying", f"{job.type} will retry", {"error": error, "run_at": run_at}
+
+    def expire_leases(self, limit: int = 100) -> list[Job]:
+        """Jobs whose node stopped renewing: each counts as a failed attempt."""
+        now = format_ts(self.clock())
+        with self.store._read() as c:
+            expired = [
+                (str(t), str(i)) for t, i in c.all("expired_leases", {"now": now, "limit": limit})
+            ]
+        out = []
+        for tenant, job_id in expired:
+
+            def work(
+                tx: Tx, received: str, tenant: str = tenant, job_id: str = job_id
+            ) -> tuple[list[Prepared], Job | None]:
+                c = _conn(tx)
+                job = self._locked(c, tenant, job_id)
+                now = format_ts(self.clock())
+                if job.state != "running" or job.lease_expires is None or job.lease_expires >= now:
+                    return [], None  # renewed or finished meanwhile
+                error = f"lease expired: {job.node} stopped renewing it"
+                job, kind, title, details = self._after_failure(job, now, error, True, False)
+                record = self._span(job, kind, title, **details)
+                c.run(
+                    "end_attempt",
+                    {
+                        "job_id": job_id,
+                        "attempt": job.attempts,
+                        "ended_at": now,
+                        "outcome": "lease_expired",
+                        "error": error,
+                    },
+                )
+                return [record], self._save(c, job, record)
+
+            _, job = self.log.transact(tenant, work)
+            if job is not None:
+                out.append(job)
+        return out
+
+    # --- operator actions -------------------------------------------------------------------------
+
+    def _act(
+        self, tenant: str, job_id: str, act: Callable[[Job, str], tuple[Job, str, str]], by: str
+    ) -> Job:
+        def work(tx: Tx, received: str) -> tuple[list[Prepared], Job]:
+            c = _conn(tx)
+            job = self._locked(c, tenant, job_id)
+            now = format_ts(self.clock())
+            job, kind, title = act(job, now)
+            record = self._span(job, kind, title, by=by)
+            return [record], self._save(c, job, record)
+
+        _, job = self.log.transact(tenant, work)
+        assert isinstance(job, Job)
+        return job
+
+    def cancel(self, tenant: str, job_id: str, by: str) -> Job:
+        """Queued or retrying: cancelled now. Running: the handler is asked to stop."""
+
+        def act(job: Job, now: str) -> tuple[Job, str, str]:
+            if job.state in CLAIMABLE:
+                job = _replace(job, state="cancelled", finished_at=now, updated_at=now)
+                return job, "job.cancelled", f"{job.type} cancelled"
+            if job.state == "running" and not job.cancel_requested:
+                job = _replace(job, cancel_requested=True, updated_at=now)
+                return job, "job.cancel_requested", f"{job.type} asked to stop"
+            raise Conflict(f"job {job.id} is {job.state}; it cannot be cancelled")
+
+        return self._act(tenant, job_id, act, by)
+
+    def retry_now(self, tenant: str, job_id: str, by: str) -> Job:
+        """A retrying job runs now; a dead or failed one is queued again with as many attempts
+        as it was first given (attempt numbers go on counting, so its history stays whole)."""
+
+        def act(job: Job, now: str) -> tuple[Job, str, str]:
+            if job.state == "retrying":
+                return (
+                    _replace(job, run_at=now, updated_at=now),
+                    "job.retry_now",
+                    (f"{job.type} retried now"),
+                )
+            if job.state in DEAD_LETTERS:
+                job = _replace(
+                    job,
+                    state="queued",
+                    run_at=now,
+                    max_attempts=job.attempts + job.attempt_budget,
+                    error=None,
+                    finished_at=None,
+                    updated_at=now,
+                )
+                return job, "job.requeued", f"{job.type} requeued"
+            raise Conflict(f"job {job.id} is {job.state}; only retrying, dead or failed jobs")
+
+        return self._act(tenant, job_id, act, by)
+
+    def purge(self, tenant: str, job_id: str, by: str) -> None:
+        """Forget a dead letter's row; its history stays on the log."""
+
+        def work(tx: Tx, received: str) -> tuple[list[Prepared], None]:
+            c = _conn(tx)
+            job = self._locked(c, tenant, job_id)
+            if job.state not in DEAD_LETTERS:
+                raise Conflict(f"job {job.id} is {job.state}; only dead letters are purged")
+            record = self._span(job, "job.purged", f"{job.type} purged", by=by)
+            c.run("delete_attempts", {"job_id": job_id})
+            c.run("delete_job", {"id": job_id, "tenant": tenant})
+            return [record], None
+
+        self.log.transact(tenant, work)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def get(self, tenant: str, job_id: str) -> Job:
+        with self.store._read() as c:
+            row = c.one("select_job", {"id": job_id, "tenant": tenant})
+            if row is None:
+                raise NotFound(f"no job {job_id} in {tenant}")
+            attempts = [Attempt(*r) for r in c.all("select_attempts", {"job_id": job_id})]
+        return _replace(Job.from_row(row), history=tuple(attempts))
+
+
+def _replace(job: Job, **changes: Any) -> Job:
+    return replace(job, **changes)
