@@ -10,6 +10,7 @@ from bench.ack_latency import main as ack_latency_main
 from bench.fanout import main as fanout_main
 from bench.http_ingest import main as http_ingest_main
 from bench.ingest import main as ingest_main
+from bench.jobs_baselines import main as jobs_baselines_main
 from bench.proofs import main as proofs_main
 from bench.query import main as query_main
 
@@ -20,6 +21,7 @@ BENCHES: dict[str, Callable[[Sequence[str] | None, TextIO | None], int]] = {
     "ack-latency": ack_latency_main,
     "query": query_main,
     "fanout": fanout_main,
+    "jobs-baselines": jobs_baselines_main,
 }
 
 

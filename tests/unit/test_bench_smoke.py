@@ -9,10 +9,11 @@ from __future__ import annotations
 import io
 import json
 import math
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from bench import ack_latency, fanout, http_ingest, ingest, proofs, query
+from bench import ack_latency, fanout, http_ingest, ingest, jobs_baselines, proofs, query
 from bench.__main__ import BENCHES
 from bench.__main__ import main as bench_main
 from bench.common import REQUIRED_KEYS
@@ -188,3 +189,39 @@ def test_fanout_delivers_to_every_subscriber_of_both_transports(tmp_path: Path) 
             assert found[variant, f"{prefix}subscribers_dropped"]["value"] == 0
             assert found[variant, f"{prefix}delivery_latency_p99"]["subscribers"] == 6
         assert found[variant, "delivery_latency_p99"]["ratio_to"] == "bare_delivery_latency_p99"
+
+
+def test_jobs_baselines_measures_each_installed_system_and_skips_the_others(
+    tmp_path: Path,
+) -> None:
+    """The `bench-jobs` extra is not part of `test`: a system whose package is absent must give
+    a `skipped` line naming what is missing, and the benchmark must still succeed."""
+    out = io.StringIO()
+    argv = ["--jobs", "50", "--latency-jobs", "20", "--rate", "200", "--repeats", "2",
+            "--tmp-dir", str(tmp_path)]  # fmt: skip
+    assert jobs_baselines.main(argv, out) == 0  # 1 if any system failed
+    records = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    assert records[0]["metric"] == "run_info" and records[-1]["metric"] == "run_end"
+    for record in records:
+        assert not [key for key in REQUIRED_KEYS if key not in record], record
+        assert record["bench"] == "jobs-baselines"
+    by_system: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in records[1:-1]:
+        by_system.setdefault(record["backend"], {})[record["metric"]] = record
+    assert set(by_system) == {"bare", *jobs_baselines.PEERS}
+    for name, found in by_system.items():
+        missing = [m for m in jobs_baselines.SYSTEMS[name].modules if find_spec(m) is None]
+        if "skipped" in found:
+            assert set(found) == {"skipped"}
+            reason = found["skipped"]["reason"]
+            # Skipped for a missing package (named), or for a service this machine lacks.
+            assert (missing and all(m in reason for m in missing)) or "unreachable" in reason
+            continue
+        assert not missing, f"{name} ran without {missing}"
+        assert set(found) == {"drain_throughput", "start_latency_p50", "start_latency_p99"}
+        assert found["drain_throughput"]["jobs"] == 50
+        assert len(found["drain_throughput"]["drain_runs"]) == 2  # the workers restarted once
+        assert found["drain_throughput"]["ratio_to"] == "bare_drain_throughput"
+        assert found["start_latency_p99"]["jobs"] == 20
+        for record in found.values():
+            assert isinstance(record["ratio"], float) and record["value"] > 0
