@@ -60,8 +60,12 @@ PUBLIC = "public"  # no credentials needed
 ANY = "any"  # any valid credential; no tenant involved
 INSTANCE_ADMIN = "instance-admin"
 ONBOARD = "onboard"  # instance administrators; anonymous callers too, were sign-up open
+NODE = "node-key"  # API keys of role node: of `system` for every tenant, else for their own
 WS = "WS"  # the method of WebSocket routes in the table
 T = "/v1/tenants/{tenant}"
+N = "/v1/nodes"
+SYSTEM = "system"  # the reserved tenant, where instance-wide node keys live
+LEASE_S = 3600  # leases taken in the walk outlive it: the lease reaper must write nothing
 
 ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/openapi.json"): PUBLIC,
@@ -113,12 +117,28 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", T + "/log/proofs/consistency"): "viewer",
     ("GET", T + "/log/entries"): "viewer",
     ("GET", T + "/log/bundle"): "viewer",
+    ("POST", T + "/jobs"): "member",
+    ("POST", T + "/jobs/batch"): "member",
+    ("GET", T + "/jobs"): "viewer",
+    ("GET", T + "/jobs/{job_id}"): "viewer",
+    ("POST", T + "/jobs/{job_id}/cancel"): "operator",
+    ("POST", T + "/jobs/{job_id}/retry"): "operator",
+    ("GET", T + "/dead-letters"): "viewer",
+    ("POST", T + "/dead-letters/requeue"): "operator",
+    ("POST", T + "/dead-letters/purge"): "admin",
+    ("PUT", T + "/job-types/{job_type}"): "admin",
+    ("POST", N + "/claim"): NODE,
+    ("POST", N + "/jobs/{job_id}/heartbeat"): NODE,
+    ("POST", N + "/jobs/{job_id}/complete"): NODE,
+    ("POST", N + "/jobs/{job_id}/fail"): NODE,
     ("GET", "/v1/stream"): "viewer",
     (WS, "/v1/stream/ws"): "viewer",
 }
 # Routes that declare no dependency and check credentials in their own code.
 SELF_AUTHORIZING = {("GET", "/v1/stream"), (WS, "/v1/stream/ws"), ("POST", "/v1/onboard")}
 STREAMS = {("GET", "/v1/stream"), (WS, "/v1/stream/ws")}
+# Node routes are walked per tenant (the one in the body); a claim names none: any node may claim.
+CLAIM = ("POST", N + "/claim")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
@@ -149,6 +169,13 @@ class Caller:
     def reaches(self, tenant: str) -> bool:
         return tenant in self.roles
 
+    def is_node(self) -> bool:
+        return self.kind == "api_key" and "node" in self.roles.values()
+
+    def serves(self, tenant: str) -> bool:
+        """Whether, as a node, it may take and report jobs of `tenant`."""
+        return self.is_node() and (tenant in self.roles or SYSTEM in self.roles)
+
 
 @dataclass
 class TenantData:
@@ -158,6 +185,7 @@ class TenantData:
     ghost: str  # a ghost never claimed
     victim: str  # a member the walk grants, removes and revokes the sessions of
     victim_key: str  # an API key the walk revokes
+    job: str  # a job on a queue no node claims, to read and to name in denied requests
 
 
 @dataclass
@@ -166,6 +194,7 @@ class World:
     services: Services
     app: FastAPI
     admin: Caller = field(init=False)
+    node: Caller = field(init=False)  # an instance-wide node: a node key of `system`
     data: dict[str, TenantData] = field(default_factory=dict)
     callers: list[Caller] = field(default_factory=list)
     refresh_token: str = ""
@@ -262,6 +291,19 @@ def _build_world(client: TestClient, services: Services, app: FastAPI, password:
         instance_admin=True,
     )
     world.callers.append(world.admin)
+    # The instance administrator owns `system`: its node keys serve every tenant.
+    owner = bearer(world.login("admin", [SYSTEM], password)["access_token"])
+    body = {"name": "instance-node", "role": "node"}
+    made = client.post(f"/v1/tenants/{SYSTEM}/api-keys", json=body, headers=owner)
+    assert made.status_code == 201, made.text
+    world.node = Caller(
+        "system-node-key",
+        {"X-API-Key": made.json()["key"]},
+        {SYSTEM: "node"},
+        kind="api_key",
+        identity=made.json()["identity"],
+    )
+    world.callers.append(world.node)
     for tenant in WALKED:
         for role in ROLES:
             world.callers.append(world.user(f"{tenant}-{role}", tenant, role))
@@ -290,8 +332,9 @@ def _build_world(client: TestClient, services: Services, app: FastAPI, password:
         victim_key = world.ok(
             "POST", f"/v1/tenants/{tenant}/api-keys", json={"name": "victim", "role": "viewer"}
         )["id"]
+        held = _submit(world, tenant, "walk-held")["id"]
         world.data[tenant] = TenantData(
-            world.custodial_span(tenant), keyholder, key, ghost, victim, victim_key
+            world.custodial_span(tenant), keyholder, key, ghost, victim, victim_key, held
         )
     # Not a member of alpha or beta: a member of gamma only.
     world.callers.append(world.user("outsider", GAMMA, "owner"))
@@ -360,6 +403,8 @@ def declared(route: BaseRoute, path: str) -> str | None:
             return "authenticated"
         if name.startswith("public."):
             return PUBLIC
+        if name == "_node":
+            return NODE
     return None
 
 
@@ -640,6 +685,150 @@ def _identity(w: World, c: Caller, t: str, allowed: bool) -> Req:
     return Req("GET", f"/v1/tenants/{t}/identities/{w.data[t].keyholder}")
 
 
+def _submit(w: World, t: str, queue: str, **extra: Any) -> dict[str, Any]:
+    """A job of `t`, queued (as the instance administrator) on `queue`."""
+    body = {"type": "walk.job", "queue": queue, "payload": {"n": 1}, **extra}
+    job: dict[str, Any] = w.ok("POST", f"/v1/tenants/{t}/jobs", json=body)
+    return job
+
+
+def _claim_as(w: World, node: Caller, queue: str, limit: int = 1) -> list[dict[str, Any]]:
+    body = {"queues": [queue], "limit": limit, "lease_s": LEASE_S}
+    response = w.send(node, "POST", N + "/claim", json=body)
+    assert response.status_code == 200, response.text
+    jobs: list[dict[str, Any]] = response.json()["jobs"]
+    return jobs
+
+
+def _leased(w: World, node: Caller, t: str, **extra: Any) -> dict[str, Any]:
+    """A new job of `t`, claimed by `node`: the only job on a queue of its own."""
+    job = _submit(w, t, w.unique("walk-lease"), **extra)
+    [claimed] = _claim_as(w, node, job["queue"])
+    assert claimed["id"] == job["id"], claimed
+    return claimed
+
+
+def _dead_letter(w: World, t: str) -> str:
+    """A new job of `t` that failed for good (a dead letter)."""
+    job = _leased(w, w.node, t)
+    body = {"tenant": t, "attempt": job["attempts"], "error": "walk", "retryable": False}
+    response = w.send(w.node, "POST", f"{N}/jobs/{job['id']}/fail", json=body)
+    assert response.status_code == 200 and response.json()["state"] == "failed", response.text
+    return str(job["id"])
+
+
+def _answers(want: Any, key: str | None = None) -> Callable[[int, bytes], str | None]:
+    """A check of an allowed request's answer (or of its `key`)."""
+
+    def check(status: int, body: bytes) -> str | None:
+        if status >= 300:
+            return None
+        got = json.loads(body)
+        got = got if key is None else got.get(key)
+        return None if got == want else f"answered {key or 'body'} {got!r}, expected {want!r}"
+
+    return check
+
+
+_JOB = {"type": "walk.job", "queue": "walk", "payload": {"n": 1}}
+simple("POST", T + "/jobs", _JOB)
+simple("POST", T + "/jobs/batch", {"jobs": [_JOB, {**_JOB, "priority": "high"}]})
+simple("GET", T + "/jobs")
+simple("GET", T + "/dead-letters")
+
+
+@builds("GET", T + "/jobs/{job_id}")
+def _job(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    return Req("GET", f"/v1/tenants/{t}/jobs/{w.data[t].job}", after=_answers(t, "tenant"))
+
+
+@builds("POST", T + "/jobs/{job_id}/cancel")
+def _cancel(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    if not allowed:
+        return Req("POST", f"/v1/tenants/{t}/jobs/{w.data[t].job}/cancel")
+    job = _submit(w, t, "walk")["id"]
+    return Req("POST", f"/v1/tenants/{t}/jobs/{job}/cancel", after=_answers("cancelled", "state"))
+
+
+@builds("POST", T + "/jobs/{job_id}/retry")
+def _retry(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    if not allowed:
+        return Req("POST", f"/v1/tenants/{t}/jobs/{w.data[t].job}/retry")
+    job = _dead_letter(w, t)
+    return Req("POST", f"/v1/tenants/{t}/jobs/{job}/retry", after=_answers("queued", "state"))
+
+
+def _on_dead_letters(action: str) -> Builder:
+    def build(w: World, c: Caller, t: str, allowed: bool) -> Req:
+        url = f"/v1/tenants/{t}/dead-letters/{action}"
+        if not allowed:
+            return Req("POST", url, {"ids": [w.data[t].job]})
+        job = _dead_letter(w, t)
+
+        def check(status: int, body: bytes) -> str | None:
+            got = json.loads(body) if status < 300 else None
+            ids = got if action == "purge" else [j["id"] for j in (got or {}).get("jobs", [])]
+            return None if got is None or ids == [job] else f"{action}d {ids}, expected [{job}]"
+
+        return Req("POST", url, {"ids": [job]}, after=check)
+
+    return build
+
+
+BUILDERS[("POST", T + "/dead-letters/requeue")] = _on_dead_letters("requeue")
+BUILDERS[("POST", T + "/dead-letters/purge")] = _on_dead_letters("purge")
+
+
+@builds("PUT", T + "/job-types/{job_type}")
+def _job_type(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    return Req("PUT", f"/v1/tenants/{t}/job-types/walk.typed", {"schema": {"type": "object"}})
+
+
+@builds("POST", N + "/claim")
+def _node_claim(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    """Claims from a queue with a job of `t` ready: a node gets jobs of the tenants it serves,
+    and of `t` when it serves `t`."""
+    if allowed:
+        _submit(w, t, "walk-claim")
+
+    def check(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return None
+        tenants = [job["tenant"] for job in json.loads(body)["jobs"]]
+        if any(not c.serves(tenant) for tenant in tenants):
+            return f"claimed jobs of {tenants}"
+        return None if t in tenants or not c.serves(t) else f"claimed none of {t}: {tenants}"
+
+    return Req("POST", N + "/claim", {"queues": ["walk-claim"], "limit": 10, "lease_s": LEASE_S},
+               after=check)  # fmt: skip
+
+
+def _on_lease(action: str, key: str, want: Any, **extra: Any) -> Builder:
+    """Reports on a job of `t`: one the caller holds when it may (answering `want` in `key`),
+    else the held job."""
+
+    def build(w: World, c: Caller, t: str, allowed: bool) -> Req:
+        job, attempt = w.data[t].job, 1
+        if allowed:
+            leased = _leased(w, c, t)
+            job, attempt = leased["id"], leased["attempts"]
+        body = {"tenant": t, "attempt": attempt, **extra}
+        return Req("POST", f"{N}/jobs/{job}/{action}", body, after=_answers(want, key))
+
+    return build
+
+
+BUILDERS[("POST", N + "/jobs/{job_id}/heartbeat")] = _on_lease(
+    "heartbeat", "cancel_requested", False, lease_s=LEASE_S
+)
+BUILDERS[("POST", N + "/jobs/{job_id}/complete")] = _on_lease(
+    "complete", "state", "succeeded", result={"ok": True}
+)
+BUILDERS[("POST", N + "/jobs/{job_id}/fail")] = _on_lease(
+    "fail", "state", "failed", error="walk", retryable=False
+)
+
+
 # --- the walk -------------------------------------------------------------------------------------
 
 
@@ -652,6 +841,8 @@ def expect(access: str, caller: Caller, tenant: str | None) -> int | None:
         return 403 if access == ONBOARD and caller.kind == "anonymous" else 401
     if access == ANY:
         return None
+    if access == NODE:  # tokens and keys of other roles are refused, as are tenants not served
+        return None if caller.is_node() and (tenant is None or caller.serves(tenant)) else 403
     if access in (INSTANCE_ADMIN, ONBOARD):
         return None if caller.instance_admin else 403
     assert tenant is not None
@@ -716,7 +907,9 @@ def _check_effects(
     for other, (size, accounts) in before.items():
         new = _new_spans(w, other, size)
         kinds = [kind for kind, _, _ in new]
-        if other == tenant and status == 403 and ACCESS[route] in ROLES:
+        # A node key asking about a tenant it does not serve is refused like any other caller.
+        node_refused = ACCESS[route] == NODE and caller.is_node() and not caller.serves(other)
+        if other == tenant and status == 403 and (ACCESS[route] in ROLES or node_refused):
             # Logged by the instance, naming the caller; and nothing else is written.
             named = {"identity": caller.identity, "credential": caller.kind}
             if len(new) != 1 or new[0][0] != DENIED or new[0][1] != w.services.system_identity:
@@ -724,7 +917,7 @@ def _check_effects(
             elif {k: new[0][2].get(k) for k in named} != named:
                 failures.append(f"{where}: the denial {new[0][2]} does not name the caller")
             continue
-        if caller.reaches(other):
+        if caller.reaches(other) or (ACCESS[route] == NODE and caller.serves(other)):
             continue
         # Public login routes log the login on the tenant named in the body (alpha, here).
         if set(kinds) - ({"security.login"} if ACCESS[route] == PUBLIC else set()):
@@ -779,9 +972,9 @@ def test_walk(world: World) -> None:
     for caller in w.callers:
         for method, path, _ in routes:
             route, access = (method, path), ACCESS[(method, path)]
-            scoped = "{tenant}" in path or route in STREAMS
+            scoped = "{tenant}" in path or route in STREAMS or access == NODE
             for tenant in WALKED if scoped else (None,):
-                want = expect(access, caller, tenant)
+                want = expect(access, caller, None if route == CLAIM else tenant)
                 req = BUILDERS[route](w, caller, tenant or "", want is None)
                 before = {t: (w.size(t), _accounts(w, t)) for t in WALKED}
                 status, body = send(w, caller, req, tenant)
@@ -801,10 +994,13 @@ def test_walk(world: World) -> None:
                 tally.callers.add(caller.name)
                 tally.pairs.add((caller.name, f"{method} {path}", tenant))
     for tenant in WALKED:
-        ids = {s.span.id for s in w.services.store.spans(tenant, 0, w.size(tenant))}
+        spans = [s.span for s in w.services.store.spans(tenant, 0, w.size(tenant))]
+        ids = {s.id for s in spans}
+        # Jobs (purged ones too): each transition is a span of the tenant, flow_id the job's id.
+        ids |= {s.body["flow_id"] for s in spans if s.kind.startswith("job.")}
         leaked = ids & seen[tenant]
         if leaked:
-            failures.append(f"span ids of {tenant} reached callers outside it: {sorted(leaked)}")
+            failures.append(f"ids of {tenant} reached callers outside it: {sorted(leaked)}")
     denied = {status: n for status, n in sorted(tally.denied.items()) if n}
     print(
         f"\nauthz walk: {len(tally.routes)} routes by {len(tally.callers)} callers, "
@@ -1021,3 +1217,48 @@ def test_revoking_sessions_in_one_tenant_spares_the_others(world: World) -> None
     assert world.send(admin, "POST", url).status_code == 204
     assert _read(world, both.headers) == 401  # the alpha session is gone, as it should be
     assert _read(world, in_beta, BETA) == 200  # a session bound to beta only is not alpha's
+
+
+# --- nodes serve their own tenant, or every tenant from `system` ---------------------------------
+
+
+def test_nodes_serve_only_their_tenant_unless_instance_wide(world: World) -> None:
+    """A node key of alpha claims alpha's jobs only, and cannot report on beta's (even naming
+    alpha in the body); a node key of `system` claims jobs of both tenants."""
+    w, alpha_node, system_node = world, _caller(world, f"{ALPHA}-node-key"), world.node
+    queue = w.unique("isolation")
+    beta_jobs = {_submit(w, BETA, queue)["id"] for _ in range(2)}
+    alpha_job = _submit(w, ALPHA, queue)["id"]
+    assert [j["id"] for j in _claim_as(w, alpha_node, queue, limit=10)] == [alpha_job]
+    assert _claim_as(w, alpha_node, queue, limit=10) == []  # beta's jobs are still queued
+    claimed = _claim_as(w, system_node, queue, limit=10)
+    assert {j["id"] for j in claimed} == beta_jobs and {j["tenant"] for j in claimed} == {BETA}
+    beta_job = claimed[0]
+    reports: dict[str, dict[str, Any]] = {
+        "heartbeat": {"lease_s": LEASE_S},
+        "complete": {"result": {"stolen": True}},
+        "fail": {"error": "not mine", "retryable": False},
+    }
+
+    def report(node: Caller, job_id: str, action: str, tenant: str, attempt: int = 1) -> int:
+        body = {"tenant": tenant, "attempt": attempt, **reports[action]}
+        return w.send(node, "POST", f"{N}/jobs/{job_id}/{action}", json=body).status_code
+
+    for action in reports:
+        assert report(alpha_node, beta_job["id"], action, BETA) == 403, action
+        # Naming its own tenant finds no such job there: beta's job stays out of reach.
+        assert report(alpha_node, beta_job["id"], action, ALPHA) in (404, 409), action
+    held = w.services.jobs.get(BETA, beta_job["id"])
+    assert (held.state, held.node, held.attempts) == ("running", system_node.identity, 1)
+    # Allowed, but not the holder of the lease: refused as a conflict, not as a denial.
+    assert report(system_node, alpha_job, "heartbeat", ALPHA) == 409
+    assert report(alpha_node, w.data[ALPHA].job, "complete", ALPHA) == 409
+    # Each reports on its own.
+    assert report(alpha_node, alpha_job, "complete", ALPHA) == 200
+    for job_id in beta_jobs:
+        assert report(system_node, job_id, "complete", BETA) == 200
+    # The instance-wide node serves every tenant.
+    queue = w.unique("instance-wide")
+    both = {_submit(w, tenant, queue)["id"]: tenant for tenant in (ALPHA, BETA, ALPHA, BETA)}
+    claimed = _claim_as(w, system_node, queue, limit=10)
+    assert {j["id"]: j["tenant"] for j in claimed} == both

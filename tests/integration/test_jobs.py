@@ -242,3 +242,64 @@ def _parse(text: str) -> Any:
     from logline.ledger.timefmt import parse_ts
 
     return parse_ts(text)
+
+
+def test_a_batch_is_atomic_and_dedupes_within_itself(queue: JobQueue, store: Store) -> None:
+    size = store.log_head(TENANT)
+    with pytest.raises(InvalidInput):
+        queue.submit_many(TENANT, [JobRequest(type="a.b"), JobRequest(type="Bad Type")])
+    assert store.log_head(TENANT) == size and queue.jobs(TENANT) == []
+    results = queue.submit_many(
+        TENANT,
+        [
+            JobRequest(type="a.b", dedupe_key="k"),
+            JobRequest(type="a.c"),
+            JobRequest(type="a.b", dedupe_key="k"),
+        ],
+    )
+    assert [new for _, new in results] == [True, True, False]
+    assert results[2][0].id == results[0][0].id
+    assert len(queue.jobs(TENANT)) == 2
+
+
+def test_listing_and_bulk_dead_letters(queue: JobQueue) -> None:
+    jobs = [queue.submit(TENANT, JobRequest(type=t, max_attempts=1)) for t in ("x.a", "x.b", "x.a")]
+    for _ in jobs:
+        [claimed] = queue.claim(NODE, ["default"])
+        queue.fail(TENANT, claimed.id, NODE, 1, "boom")
+    assert [j.id for j in queue.jobs(TENANT)] == [j.id for j in reversed(jobs)]  # newest first
+    page = queue.jobs(TENANT, limit=2)
+    assert [j.id for j in queue.jobs(TENANT, before=page[-1].id)] == [jobs[0].id]
+    assert {j.id for j in queue.jobs(TENANT, states=("dead",), type_="x.a")} == {
+        jobs[0].id,
+        jobs[2].id,
+    }
+    with pytest.raises(InvalidInput):
+        queue.jobs(TENANT, states=("nonsense",))
+    requeued = queue.requeue_dead(TENANT, "op", type_="x.a")
+    assert {j.id for j in requeued} == {jobs[0].id, jobs[2].id}
+    assert {j.state for j in requeued} == {"queued"}
+    assert queue.purge_dead(TENANT, "op") == [jobs[1].id]
+    assert queue.purge_dead(TENANT, "op") == []
+
+
+def test_claims_can_be_limited_to_tenants(queue: JobQueue) -> None:
+    mine = queue.submit(TENANT, JobRequest(type="a.b"))
+    queue.submit(OTHER_TENANT, JobRequest(type="a.b"))
+    woken: list[int] = []
+    queue.listeners.append(lambda: woken.append(1))
+    queue.submit(TENANT, JobRequest(type="a.c"))
+    assert woken == [1]
+    got = queue.claim(NODE, ["default"], limit=10, tenants=[TENANT])
+    assert {j.tenant for j in got} == {TENANT} and mine.id in {j.id for j in got}
+    assert [j.tenant for j in queue.claim(NODE, ["default"], limit=10)] == [OTHER_TENANT]
+
+
+def test_a_node_claims_only_types_it_handles(queue: JobQueue) -> None:
+    mail = queue.submit(TENANT, JobRequest(type="mail.send"))
+    report = queue.submit(TENANT, JobRequest(type="report.render"))
+    assert [j.id for j in queue.claim(NODE, ["default"], limit=5, types=["report.render"])] == [
+        report.id
+    ]
+    assert [j.id for j in queue.claim(NODE, ["default"], limit=5, types=["other.type"])] == []
+    assert [j.id for j in queue.claim(NODE, ["default"], limit=5)] == [mail.id]

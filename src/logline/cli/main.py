@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from logline.cli import bundles, edits, ids, logs, onboard, server, spans
+from logline.cli import bundles, edits, ids, jobs, logs, onboard, server, spans, worker
 from logline.cli.common import Settings, settings
 from logline.cli.output import fields, mask_url, one_line
 from logline.config import CONFIG_FILE, DB_FILE, KEY_FILE, KEYSTORE_FILE, check_instance_name
@@ -19,11 +19,12 @@ from logline.identity.keystore import Keystore, passphrase_from_env_or_prompt
 from logline.instance import Instance
 
 # Panels group `--help` by task; the offline ones need no data directory at all.
-SETUP, SERVE, WRITE, LOG, OFFLINE = (
+SETUP, SERVE, WRITE, LOG, JOBS, OFFLINE = (
     "Set up",
     "Server",
     "Write",
     "Log and bundles",
+    "Jobs",
     "Offline verification",
 )
 
@@ -94,6 +95,9 @@ app.add_typer(server.config_app, name="config", rich_help_panel=SETUP)
 app.command("onboard", rich_help_panel=SETUP)(onboard.onboard)
 app.command("serve", rich_help_panel=SERVE)(server.serve)
 app.command("up", rich_help_panel=SERVE)(server.up)
+app.command("worker", rich_help_panel=SERVE)(worker.worker)
+app.add_typer(jobs.app, name="job", rich_help_panel=JOBS)
+app.add_typer(jobs.dead_letters_app, name="dead-letters", rich_help_panel=JOBS)
 app.add_typer(spans.app, name="span", rich_help_panel=WRITE)
 app.command("replay", rich_help_panel=WRITE)(edits.replay)
 app.command("revert", rich_help_panel=WRITE)(edits.revert)

@@ -39,6 +39,12 @@ MAX_ERROR_CHARS = 2000
 MAX_ATTEMPTS = 100
 DEFAULT_QUEUE = "default"
 _QUEUE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# The columns of a job row, in `Job` field order (the named SELECTs in store/sql list the same).
+JOB_COLUMNS = (
+    "id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_key, max_attempts, "
+    "attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested, "
+    "result, error, created_at, updated_at, finished_at, span_id, attempt_budget"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,11 @@ from logline.canonical import canonicalize
 from logline.engine.jobs import (
     CLAIMABLE,
     DEAD_LETTERS,
+    JOB_COLUMNS,
     MAX_ERROR_CHARS,
     MAX_RESULT_BYTES,
     PRIORITIES,
+    STATES,
     Attempt,
     Job,
     JobRequest,
@@ -51,6 +53,9 @@ from logline.store.interface import Tx
 from logline.store.sql import Connection, SqlStore, SqlTx
 
 MAX_CLAIM = 100
+MAX_TENANTS_PER_CLAIM = 1000
+MAX_BATCH = 1000
+MAX_LIST = 1000
 
 
 def _conn(tx: Tx) -> Connection:
@@ -79,8 +84,11 @@ class JobQueue:
         self.public_key = str(key.public_key)
         self.clock = clock
         self.rng = rng or random.Random()
-        self._turn = 0
+        self._last_tenant = ""  # the tenant a claim served last: the next starts after it
         self._turn_lock = threading.Lock()
+        # Called after jobs became claimable (submitted, requeued, retried now): wakes waiting
+        # claimers in this process; must be quick and must not raise.
+        self.listeners: list[Callable[[], None]] = []
 
     # --- recording --------------------------------------------------------------------------------
 
@@ -138,81 +146,112 @@ class JobQueue:
 
     def submit(self, tenant: str, request: JobRequest) -> Job:
         """Queue a job; with a dedupe key already used in the tenant, the job that used it."""
-        payload = request.check()
-        self._check_schema(tenant, request)
-
-        def work(tx: Tx, received: str) -> tuple[list[Prepared], Job]:
-            c = _conn(tx)
-            if request.dedupe_key is not None:
-                row = c.one(
-                    "job_by_dedupe_key", {"tenant": tenant, "dedupe_key": request.dedupe_key}
-                )
-                if row is not None:
-                    return [], Job.from_row(row)
-            now = format_ts(self.clock())
-            job = Job(
-                id=uuid7(),
-                tenant=tenant,
-                type=request.type,
-                queue=request.queue,
-                state="queued",
-                priority=PRIORITIES[request.priority],
-                run_at=format_ts(utc(request.run_at)) if request.run_at else now,
-                payload=json.loads(payload),
-                tags=tuple(sorted(set(request.tags))),
-                dedupe_key=request.dedupe_key,
-                max_attempts=request.max_attempts,
-                attempts=0,
-                backoff_base_s=request.backoff_base_s,
-                backoff_cap_s=request.backoff_cap_s,
-                timeout_s=request.timeout_s,
-                node=None,
-                lease_expires=None,
-                cancel_requested=False,
-                result=None,
-                error=None,
-                created_at=now,
-                updated_at=now,
-                finished_at=None,
-                span_id="",
-                attempt_budget=request.max_attempts,
-            )
-            record = self._span(
-                job,
-                "job.queued",
-                f"{job.type} queued",
-                payload=job.payload,
-                priority=request.priority,
-                run_at=job.run_at,
-                dedupe_key=job.dedupe_key,
-            )
-            job = _replace(job, span_id=record.span.id)
-            c.run(
-                "insert_job",
-                {
-                    "id": job.id,
-                    "tenant": tenant,
-                    "type": job.type,
-                    "queue": job.queue,
-                    "state": job.state,
-                    "priority": job.priority,
-                    "run_at": job.run_at,
-                    "payload": payload.decode(),
-                    "tags": json.dumps(list(job.tags)),
-                    "dedupe_key": job.dedupe_key,
-                    "max_attempts": job.max_attempts,
-                    "backoff_base_s": job.backoff_base_s,
-                    "backoff_cap_s": job.backoff_cap_s,
-                    "timeout_s": job.timeout_s,
-                    "created_at": now,
-                    "span_id": job.span_id,
-                },
-            )
-            return [record], job
-
-        _, job = self.log.transact(tenant, work)
-        assert isinstance(job, Job)
+        [(job, _)] = self.submit_many(tenant, [request])
         return job
+
+    def submit_many(self, tenant: str, requests: Sequence[JobRequest]) -> list[tuple[Job, bool]]:
+        """Queue jobs atomically (all or none); each with whether it is new (False: the job
+        that already used its dedupe key, or an earlier one in this batch)."""
+        if not 1 <= len(requests) <= MAX_BATCH:
+            raise InvalidInput(f"submit 1 to {MAX_BATCH} jobs at a time")
+        payloads = [request.check() for request in requests]
+        for request in requests:
+            self._check_schema(tenant, request)
+
+        def work(tx: Tx, received: str) -> tuple[list[Prepared], list[tuple[Job, bool]]]:
+            c = _conn(tx)
+            now = format_ts(self.clock())
+            records: list[Prepared] = []
+            out: list[tuple[Job, bool]] = []
+            batch_keys: dict[str, Job] = {}
+            for request, payload in zip(requests, payloads, strict=True):
+                key = request.dedupe_key
+                if key is not None:
+                    if key in batch_keys:
+                        out.append((batch_keys[key], False))
+                        continue
+                    row = c.one("job_by_dedupe_key", {"tenant": tenant, "dedupe_key": key})
+                    if row is not None:
+                        out.append((Job.from_row(row), False))
+                        continue
+                job, record = self._insert(c, tenant, request, payload, now)
+                if key is not None:
+                    batch_keys[key] = job
+                records.append(record)
+                out.append((job, True))
+            return records, out
+
+        _, out = self.log.transact(tenant, work)
+        if any(new for _, new in out):
+            self._ready()
+        return list(out)
+
+    def _insert(
+        self, c: Connection, tenant: str, request: JobRequest, payload: bytes, now: str
+    ) -> tuple[Job, Prepared]:
+        job = Job(
+            id=uuid7(),
+            tenant=tenant,
+            type=request.type,
+            queue=request.queue,
+            state="queued",
+            priority=PRIORITIES[request.priority],
+            run_at=format_ts(utc(request.run_at)) if request.run_at else now,
+            payload=json.loads(payload),
+            tags=tuple(sorted(set(request.tags))),
+            dedupe_key=request.dedupe_key,
+            max_attempts=request.max_attempts,
+            attempts=0,
+            backoff_base_s=request.backoff_base_s,
+            backoff_cap_s=request.backoff_cap_s,
+            timeout_s=request.timeout_s,
+            node=None,
+            lease_expires=None,
+            cancel_requested=False,
+            result=None,
+            error=None,
+            created_at=now,
+            updated_at=now,
+            finished_at=None,
+            span_id="",
+            attempt_budget=request.max_attempts,
+        )
+        record = self._span(
+            job,
+            "job.queued",
+            f"{job.type} queued",
+            payload=job.payload,
+            priority=request.priority,
+            run_at=job.run_at,
+            dedupe_key=job.dedupe_key,
+        )
+        job = _replace(job, span_id=record.span.id)
+        c.run(
+            "insert_job",
+            {
+                "id": job.id,
+                "tenant": tenant,
+                "type": job.type,
+                "queue": job.queue,
+                "state": job.state,
+                "priority": job.priority,
+                "run_at": job.run_at,
+                "payload": payload.decode(),
+                "tags": json.dumps(list(job.tags)),
+                "dedupe_key": job.dedupe_key,
+                "max_attempts": job.max_attempts,
+                "backoff_base_s": job.backoff_base_s,
+                "backoff_cap_s": job.backoff_cap_s,
+                "timeout_s": job.timeout_s,
+                "created_at": now,
+                "span_id": job.span_id,
+            },
+        )
+        return job, record
+
+    def _ready(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def register_type(self, tenant: str, type_: str, schema: dict[str, Any], by: str) -> None:
         """Register (or replace) the JSON Schema that a type's payloads must satisfy."""
@@ -257,33 +296,64 @@ class JobQueue:
     # --- claiming and running ---------------------------------------------------------------------
 
     def claim(
-        self, node: str, queues: Sequence[str], *, limit: int = 1, lease_s: float = 30.0
+        self,
+        node: str,
+        queues: Sequence[str],
+        *,
+        limit: int = 1,
+        lease_s: float = 30.0,
+        tenants: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
     ) -> list[Job]:
-        """Up to `limit` ready jobs for `node`, fairly across tenants: each tenant with ready
-        jobs gets a share in turn, and within a tenant by priority, then run_at."""
+        """Up to `limit` ready jobs for `node` (of `tenants` and `types` only, if given), fairly
+        across tenants: each tenant with ready jobs gets a share in turn, and within a tenant by
+        priority, then run_at."""
         if not 1 <= limit <= MAX_CLAIM:
             raise InvalidInput(f"claim 1 to {MAX_CLAIM} jobs at a time")
-        now = format_ts(self.clock())
-        with self.store._read() as c:
-            tenants = [str(r[0]) for r in c.all("ready_tenants", {"now": now, "limit": 1000})]
-        if not tenants:
-            return []
-        with self._turn_lock:
-            start = self._turn % len(tenants)
-            self._turn += 1
+        order = self._ready_tenants(format_ts(self.clock()), tenants)
         claimed: list[Job] = []
-        order = tenants[start:] + tenants[:start]
-        share = max(1, limit // len(order))
-        for tenant in order:
-            if len(claimed) >= limit:
-                break
-            claimed += self._claim_in(
-                tenant, node, queues, min(share, limit - len(claimed)), lease_s
-            )
+        # Rounds over the tenants, each taking a share, until `limit` or nothing is left.
+        while order and len(claimed) < limit:
+            served = []
+            share = max(1, (limit - len(claimed)) // len(order))
+            for tenant in order:
+                if len(claimed) >= limit:
+                    break
+                got = self._claim_in(
+                    tenant, node, queues, min(share, limit - len(claimed)), lease_s, types
+                )
+                if got:
+                    claimed += got
+                    served.append(tenant)
+                    with self._turn_lock:
+                        self._last_tenant = tenant
+            order = served
         return claimed
 
+    def _ready_tenants(self, now: str, tenants: Sequence[str] | None) -> list[str]:
+        with self.store._read() as c:
+            if tenants is not None:
+                rows = c.all(
+                    "ready_tenants_among", {"now": now, "tenants": c.listify(list(tenants))}
+                )
+                return [str(r[0]) for r in rows]
+            with self._turn_lock:
+                after = self._last_tenant
+            params = {"now": now, "after": after, "limit": MAX_TENANTS_PER_CLAIM}
+            ready = [str(r[0]) for r in c.all("ready_tenants_after", params)]
+            if len(ready) < MAX_TENANTS_PER_CLAIM:
+                params["limit"] = MAX_TENANTS_PER_CLAIM - len(ready)
+                ready += [str(r[0]) for r in c.all("ready_tenants_upto", params)]
+        return ready
+
     def _claim_in(
-        self, tenant: str, node: str, queues: Sequence[str], limit: int, lease_s: float
+        self,
+        tenant: str,
+        node: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_s: float,
+        types: Sequence[str] | None,
     ) -> list[Job]:
         def work(tx: Tx, received: str) -> tuple[list[Prepared], list[Job]]:
             c = _conn(tx)
@@ -291,7 +361,14 @@ class JobQueue:
             now, lease = format_ts(moment), format_ts(moment + timedelta(seconds=lease_s))
             ids = c.all(
                 "claim_candidates",
-                {"tenant": tenant, "now": now, "queues": c.listify(list(queues)), "limit": limit},
+                {
+                    "tenant": tenant,
+                    "now": now,
+                    "queues": c.listify(list(queues)),
+                    "any_type": int(types is None),
+                    "types": c.listify(list(types or ())),
+                    "limit": limit,
+                },
             )
             records, jobs = [], []
             for (job_id,) in ids:
@@ -531,7 +608,9 @@ class JobQueue:
                 return job, "job.requeued", f"{job.type} requeued"
             raise Conflict(f"job {job.id} is {job.state}; only retrying, dead or failed jobs")
 
-        return self._act(tenant, job_id, act, by)
+        job = self._act(tenant, job_id, act, by)
+        self._ready()
+        return job
 
     def purge(self, tenant: str, job_id: str, by: str) -> None:
         """Forget a dead letter's row; its history stays on the log."""
@@ -549,6 +628,79 @@ class JobQueue:
         self.log.transact(tenant, work)
 
     # --- reading ----------------------------------------------------------------------------------
+
+    def jobs(
+        self,
+        tenant: str,
+        *,
+        states: Sequence[str] = (),
+        type_: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Job]:
+        """Jobs newest first, filtered; `before` is the id of the last job of the previous page."""
+        if not 1 <= limit <= MAX_LIST:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIST}")
+        for state in states:
+            if state not in STATES:
+                raise InvalidInput(f"state must be one of {', '.join(STATES)}")
+        where = ["tenant = :tenant"]
+        params: dict[str, Any] = {"tenant": tenant, "limit": limit}
+        if states:
+            names = [f"state{i}" for i in range(len(states))]
+            where.append(f"state IN ({', '.join(':' + n for n in names)})")
+            params.update(zip(names, states, strict=True))
+        if type_ is not None:
+            where.append("type = :type")
+            params["type"] = type_
+        if queue is not None:
+            where.append("queue = :queue")
+            params["queue"] = queue
+        if before is not None:
+            where.append("id < :before")  # ids are UUIDv7: they sort by creation time
+            params["before"] = before
+        sql = (
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT :limit"
+        )
+        with self.store._read() as c:
+            rows = c.sql(self.store._prepare(sql), params)
+        return [Job.from_row(row) for row in rows]
+
+    def requeue_dead(
+        self,
+        tenant: str,
+        by: str,
+        *,
+        type_: str | None = None,
+        queue: str | None = None,
+        ids: Sequence[str] = (),
+    ) -> list[Job]:
+        """Requeue the dead letters that match (all given filters), at most MAX_LIST."""
+        return [self.retry_now(tenant, job.id, by) for job in self._dead(tenant, type_, queue, ids)]
+
+    def purge_dead(
+        self,
+        tenant: str,
+        by: str,
+        *,
+        type_: str | None = None,
+        queue: str | None = None,
+        ids: Sequence[str] = (),
+    ) -> list[str]:
+        """Purge the dead letters that match (all given filters), at most MAX_LIST."""
+        purged = []
+        for job in self._dead(tenant, type_, queue, ids):
+            self.purge(tenant, job.id, by)
+            purged.append(job.id)
+        return purged
+
+    def _dead(
+        self, tenant: str, type_: str | None, queue: str | None, ids: Sequence[str]
+    ) -> list[Job]:
+        found = self.jobs(tenant, states=DEAD_LETTERS, type_=type_, queue=queue, limit=MAX_LIST)
+        return [job for job in found if not ids or job.id in ids]
 
     def get(self, tenant: str, job_id: str) -> Job:
         with self.store._read() as c:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logline import __version__
-from logline.errors import PayloadTooLarge
+from logline.errors import LogLineError, PayloadTooLarge
 from logline.observe.logs import RequestContextMiddleware
 from logline.observe.metrics import MetricsMiddleware
 from logline.observe.tracing import TracingMiddleware, configure_tracing
@@ -29,7 +30,17 @@ from logline.server import problems
 from logline.server.checkpointer import Checkpointer
 from logline.server.clientaddr import client_address
 from logline.server.models import ProblemOut
-from logline.server.routes import accounts, auth, health, identities, log, spans, stream
+from logline.server.routes import (
+    accounts,
+    auth,
+    health,
+    identities,
+    jobs,
+    log,
+    nodes,
+    spans,
+    stream,
+)
 from logline.server.services import Services
 
 API_DESCRIPTION = """A verifiable timeline: signed spans on per-tenant Merkle logs.
@@ -37,7 +48,22 @@ API_DESCRIPTION = """A verifiable timeline: signed spans on per-tenant Merkle lo
 Errors are `application/problem+json` (RFC 9457) with a stable `type`; see docs/PROTOCOL.md."""
 
 
-ROUTES = (auth, accounts, spans, identities, log, stream, health)
+logger = logging.getLogger("logline.server")
+ROUTES = (auth, accounts, spans, identities, log, jobs, nodes, stream, health)
+REAP_EVERY_S = 1.0
+
+
+async def _reap_leases(services: Services) -> None:
+    """Jobs whose node stopped renewing its lease fail their attempt (and are retried)."""
+    while True:
+        await asyncio.sleep(REAP_EVERY_S)
+        try:
+            expired = await asyncio.to_thread(services.jobs.expire_leases)
+        except LogLineError as exc:
+            logger.warning("lease reaper: %s", exc)
+            continue
+        if expired:
+            services.jobs_ready.set()
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
@@ -96,14 +122,24 @@ def create_app(services: Services) -> FastAPI:
         await asyncio.to_thread(services.start)
         services.log.listeners.append(checkpointer.committed)
         await services.feed.start()
-        task = asyncio.create_task(checkpointer.run(), name="logline-checkpointer")
+        loop = asyncio.get_running_loop()
+
+        def wake_claimers() -> None:
+            loop.call_soon_threadsafe(services.jobs_ready.set)
+
+        services.jobs.listeners.append(wake_claimers)
+        tasks = [
+            asyncio.create_task(checkpointer.run(), name="logline-checkpointer"),
+            asyncio.create_task(_reap_leases(services), name="logline-lease-reaper"),
+        ]
         try:
             yield
         finally:
             await services.feed.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await asyncio.to_thread(checkpointer.flush)
             services.log.listeners.remove(checkpointer.committed)
             services.limiter.close()

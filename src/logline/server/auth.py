@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
@@ -112,17 +112,18 @@ def authorize(services: Services, principal: Principal, permission: Permission) 
     if tenant is None:
         return
     if tenant not in principal.tenants:
-        _deny(services, principal, f"the credentials are not bound to tenant {tenant}")
+        deny(services, principal, f"the credentials are not bound to tenant {tenant}")
     if not allowed(principal.role, permission):
         what = "is not a member" if principal.role is None else f"is {principal.role}"
-        _deny(
+        deny(
             services,
             principal,
             f"{principal.identity} {what} in {tenant}; this needs {permission.value}",
         )
 
 
-def _deny(services: Services, principal: Principal, reason: str) -> None:
+def deny(services: Services, principal: Principal, reason: str) -> NoReturn:
+    """Refuse, logging the refusal on the tenant asked about (if it exists)."""
     tenant = principal.tenant
     if tenant is not None and services.accounts.tenant(tenant) is not None:
         try:

@@ -27,8 +27,8 @@ from logline.instance import Instance, write_secret
 from logline.observe.logs import configure_logging
 from logline.server.app import create_app
 from logline.server.models import UserIn
-from logline.server.routes.accounts import create_user
-from logline.server.services import Services
+from logline.server.routes.accounts import create_user, grant
+from logline.server.services import SYSTEM_TENANT, Services
 from logline.server.settings import ServerSettings, load_settings
 
 ADMIN = "admin"
@@ -162,6 +162,8 @@ def bootstrap(services: Services) -> Login:
         )
         password_file.unlink(missing_ok=True)
         write_secret(password_file, password + "\n")
-        create_user(services, user, services.system_identity)
+        created = create_user(services, user, services.system_identity)
+        # The first administrator also owns `system`, where instance-wide node keys live.
+        grant(services, SYSTEM_TENANT, created.identity, "owner", services.system_identity)
     stored = password_file.read_text().strip() if password_file.exists() else None
     return Login(tenant, ADMIN, stored)

@@ -11,9 +11,11 @@ events are spans it signs; whoever verifies a log can tell them from what users 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from logline import __version__
+from logline.engine.queue import JobQueue
 from logline.errors import Conflict, NotFound, UnknownAuthor
 from logline.identity import documents
 from logline.identity.ids import LogLineId
@@ -55,6 +57,10 @@ class Services:
         self.log.listeners.append(self.feed.committed)
         self.system_identity = f"logline-id://service/{instance.config.instance}"
         self._system_key: PrivateKey | None = None
+        self._jobs: JobQueue | None = None
+        # Set (from any thread, through the loop) when jobs become claimable: wakes claims
+        # that are waiting in this process.
+        self.jobs_ready = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -72,6 +78,7 @@ class Services:
             except Conflict:
                 pass  # another process registered it first, with the same stored key
         self._system_key = key
+        self._jobs = JobQueue(self.log, author=self.system_identity, key=key)
         self.ensure_tenant(SYSTEM_TENANT, "Instance-level records", by=self.system_identity)
 
     def close(self) -> None:
@@ -79,6 +86,13 @@ class Services:
         self.instance.close()
 
     # --- writing as the instance or as a custodial identity ---------------------------------------
+
+    @property
+    def jobs(self) -> JobQueue:
+        """The job queue; its transitions are signed by the instance identity."""
+        if self._jobs is None:
+            raise RuntimeError("Services.start() has not run")
+        return self._jobs
 
     def system_key(self) -> PrivateKey:
         if self._system_key is None:

@@ -284,8 +284,16 @@ WHERE job_id = :job_id AND attempt = :attempt;
 SELECT job_id, attempt, node, started_at, ended_at, outcome, error FROM job_attempts
 WHERE job_id = :job_id ORDER BY attempt;
 
--- name: ready_tenants
-SELECT DISTINCT tenant FROM jobs WHERE state IN ('queued', 'retrying') AND run_at <= :now
+-- name: ready_tenants_after
+-- Tenants with claimable jobs, in name order from just after the one served last (a rotation:
+-- with more such tenants than one claim looks at, every one still gets its turn).
+SELECT DISTINCT tenant FROM jobs
+WHERE state IN ('queued', 'retrying') AND run_at <= :now AND tenant > :after
+ORDER BY tenant LIMIT :limit;
+
+-- name: ready_tenants_upto
+SELECT DISTINCT tenant FROM jobs
+WHERE state IN ('queued', 'retrying') AND run_at <= :now AND tenant <= :after
 ORDER BY tenant LIMIT :limit;
 
 -- name: expired_leases

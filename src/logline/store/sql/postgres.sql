@@ -43,6 +43,7 @@ SELECT pg_notify('logline_logs', :payload);
 SELECT id FROM jobs
 WHERE tenant = :tenant AND state IN ('queued', 'retrying') AND run_at <= :now
     AND queue = ANY(:queues)
+AND (:any_type = 1 OR type = ANY(:types))
 ORDER BY priority, run_at, id LIMIT :limit
 FOR UPDATE SKIP LOCKED;
 
@@ -51,3 +52,8 @@ SELECT id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_k
     attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested,
     result, error, created_at, updated_at, finished_at, span_id, attempt_budget
 FROM jobs WHERE id = :id AND tenant = :tenant FOR UPDATE;
+
+-- name: ready_tenants_among
+SELECT DISTINCT tenant FROM jobs
+WHERE state IN ('queued', 'retrying') AND run_at <= :now AND tenant = ANY(:tenants)
+ORDER BY tenant;

@@ -48,6 +48,7 @@ SELECT :payload WHERE 0;
 SELECT id FROM jobs
 WHERE tenant = :tenant AND state IN ('queued', 'retrying') AND run_at <= :now
     AND queue IN (SELECT value FROM json_each(:queues))
+AND (:any_type = 1 OR type IN (SELECT value FROM json_each(:types)))
 ORDER BY priority, run_at, id LIMIT :limit;
 
 -- name: lock_job
@@ -55,3 +56,8 @@ SELECT id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_k
     attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested,
     result, error, created_at, updated_at, finished_at, span_id, attempt_budget
 FROM jobs WHERE id = :id AND tenant = :tenant;
+
+-- name: ready_tenants_among
+SELECT DISTINCT tenant FROM jobs
+WHERE state IN ('queued', 'retrying') AND run_at <= :now AND tenant IN (SELECT value FROM json_each(:tenants))
+ORDER BY tenant;
