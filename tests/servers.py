@@ -104,7 +104,15 @@ def server_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGLINE_")}
     if database_url is not None:
         env["LOGLINE_DATABASE_URL"] = database_url
-    env.update({"LOGLINE_LOG_LEVEL": "warning", "LOGLINE_CHECKPOINT_INTERVAL_S": "0.2", **extra})
+    # No embedded worker node unless a test asks for one: it is a process per server.
+    env.update(
+        {
+            "LOGLINE_LOG_LEVEL": "warning",
+            "LOGLINE_CHECKPOINT_INTERVAL_S": "0.2",
+            "LOGLINE_EMBEDDED_NODE": "false",
+            **extra,
+        }
+    )
     return env
 
 

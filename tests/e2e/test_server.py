@@ -571,6 +571,31 @@ def test_rate_limits_are_shared_through_redis(tmp_path: Path) -> None:
                 assert anonymous.get("/readyz").json()["checks"]["rate_limit_storage"] == "ok"
 
 
+# --- the embedded node ---------------------------------------------------------------------------
+
+
+def test_up_runs_a_node_that_runs_jobs(tmp_path: Path) -> None:
+    env = {"LOGLINE_EMBEDDED_NODE": "true"}
+    with running_server(tmp_path / "home", env=env) as server, server.client(server.login()) as c:
+        job = c.post(f"/v1/tenants/{TENANT}/jobs", json={"type": "logline.noop"}).json()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = c.get(f"/v1/tenants/{TENANT}/jobs/{job['id']}").json()
+            if state["state"] == "succeeded":
+                break
+            time.sleep(0.1)
+        assert state["state"] == "succeeded", state
+        assert state["node"].startswith("logline-id://service/system.embedded-node")
+        kinds = [
+            i["span"]["body"]["kind"]
+            for i in c.get(f"/v1/tenants/{TENANT}/spans", params={"flow_id": job["id"]}).json()[
+                "items"
+            ]
+        ]
+        assert kinds == ["job.queued", "job.started", "job.succeeded"]
+    assert server.process.returncode == 0  # the node was stopped with the server
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 

@@ -132,3 +132,7 @@ def main() -> None:
     except LogLineError as exc:
         sys.stderr.write(f"error: {one_line(str(exc))}\n")
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

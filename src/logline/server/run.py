@@ -12,9 +12,13 @@ accepts requests. On SIGTERM they stop accepting, finish in-flight requests (up 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import socket
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -27,7 +31,7 @@ from logline.instance import Instance, write_secret
 from logline.observe.logs import configure_logging
 from logline.server.app import create_app
 from logline.server.models import UserIn
-from logline.server.routes.accounts import create_user, grant
+from logline.server.routes.accounts import create_user, grant, issue_api_key
 from logline.server.services import SYSTEM_TENANT, Services
 from logline.server.settings import ServerSettings, load_settings
 
@@ -46,15 +50,25 @@ class Login:
 class _Server(uvicorn.Server):
     """Uvicorn, telling the stream to let go of its clients as soon as shutdown starts."""
 
-    def __init__(self, config: uvicorn.Config, services: Services, banner: str) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        services: Services,
+        banner: str,
+        node: Callable[[], subprocess.Popen[bytes]] | None = None,
+    ) -> None:
         super().__init__(config)
         self.services = services
         self.banner = banner
+        self.start_node = node
+        self.node: subprocess.Popen[bytes] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             print(self.banner, flush=True)
+            if self.start_node is not None:
+                self.node = self.start_node()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         feed = self.services.feed
@@ -64,6 +78,8 @@ class _Server(uvicorn.Server):
             loop = None
         if loop is not None:
             loop.call_soon_threadsafe(feed.close)
+        if self.node is not None and self.node.poll() is None:
+            self.node.send_signal(signal.SIGTERM)  # it drains its jobs while requests finish
         # Unlike uvicorn's own handler, do not re-raise the signal after shutting down: the
         # process closes its store and exits 0, which is what a graceful stop is.
         if self.should_exit and sig == signal.SIGINT:
@@ -91,12 +107,19 @@ def _url(settings: ServerSettings, sock: socket.socket) -> str:
 
 
 def run(instance: Instance, settings: ServerSettings, *, first_login: bool = False) -> None:
-    """Serve until a signal stops the server."""
+    """Serve until a signal stops the server; `logline up` (`first_login`) also runs a node."""
     configure_logging(settings.log_level, json=settings.log_json)
     services = Services(instance, settings)
     login = bootstrap(services) if first_login else None
     sock = _bind(settings.host, settings.port)
     url = _url(settings, sock)
+    node = None
+    if first_login and settings.embedded_node:
+        key = node_key(services)
+
+        def node() -> subprocess.Popen[bytes]:
+            return _start_node(url, key, settings)
+
     banner = f"LogLine serving at {url}"
     if login is not None:
         banner += f"\n  tenant: {login.tenant}\n  login:  {login.username}"
@@ -110,11 +133,13 @@ def run(instance: Instance, settings: ServerSettings, *, first_login: bool = Fal
         ws_ping_interval=20.0,
         lifespan="on",
     )
-    server = _Server(config, services, banner)
+    server = _Server(config, services, banner, node)
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        if server.node is not None:
+            _stop_node(server.node, settings.shutdown_grace_s)
         services.close()
     if not server.started:
         raise ConfigError("the server did not start; the log above says why")
@@ -167,3 +192,44 @@ def bootstrap(services: Services) -> Login:
         grant(services, SYSTEM_TENANT, created.identity, "owner", services.system_identity)
     stored = password_file.read_text().strip() if password_file.exists() else None
     return Login(tenant, ADMIN, stored)
+
+
+NODE_KEY_FILE = "node-key"
+
+
+def node_key(services: Services) -> str:
+    """The embedded node's API key: an instance-wide node, made once, kept in the home (0600)."""
+    path = services.instance.config.home / NODE_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    _, secret = issue_api_key(
+        services, SYSTEM_TENANT, "embedded node", "node", services.system_identity
+    )
+    write_secret(path, secret + "\n")
+    return secret
+
+
+def _start_node(url: str, key: str, settings: ServerSettings) -> subprocess.Popen[bytes]:
+    """`logline worker` against this server, with the built-in handlers."""
+    env = {**os.environ, "LOGLINE_API_KEY": key}  # not on the command line, where ps shows it
+    command = [
+        sys.executable,
+        "-m",
+        "logline.cli.main",
+        "worker",
+        "--server",
+        url,
+        "--log-level",
+        settings.log_level,
+    ]
+    return subprocess.Popen(command, env=env)
+
+
+def _stop_node(node: subprocess.Popen[bytes], grace_s: float) -> None:
+    if node.poll() is None:
+        node.send_signal(signal.SIGTERM)
+    try:
+        node.wait(grace_s + 5)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        node.wait()

@@ -54,6 +54,8 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
     shutdown_grace_s: float = Field(10.0, ge=0, le=600)
+    # `logline up` runs a worker node beside the server, for the built-in job handlers.
+    embedded_node: bool = True
 
     @field_validator("rate_limits")
     @classmethod

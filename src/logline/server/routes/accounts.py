@@ -326,37 +326,53 @@ def create_api_key(
     role = check_role(body.role)
     if role != "node":
         _check_rank(principal, role)
-    key_id = tokens.new_id()
-    now = datetime.now(UTC)
     expires = None
     if body.expires_in_s is not None:
-        expires = format_ts(now + timedelta(seconds=body.expires_in_s))
-    if body.identity is None:
-        identity = LogLineId.parse(f"logline-id://service/{tenant}.{_slug(body.name)}.{key_id[:8]}")
-        services.create_custodial_identity(tenant, identity, body.name)
-        grant(services, tenant, str(identity), role, principal.identity)
+        expires = datetime.now(UTC) + timedelta(seconds=body.expires_in_s)
+    if body.identity is not None:
+        _may_hold_key_for(services, principal, tenant, body.identity)
+    key, secret = issue_api_key(
+        services, tenant, body.name, role, principal.identity, holder=body.identity, expires=expires
+    )
+    return {**_key_out(key), "key": secret}
+
+
+def issue_api_key(
+    services: Services,
+    tenant: str,
+    name: str,
+    role: str,
+    by: str,
+    *,
+    holder: str | None = None,
+    expires: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Store a new API key (for `holder`, else a new custodial service identity with `role`)
+    and log its creation; the key and the secret credential, which is nowhere else."""
+    key_id = tokens.new_id()
+    now = datetime.now(UTC)
+    if holder is None:
+        identity = LogLineId.parse(f"logline-id://service/{tenant}.{_slug(name)}.{key_id[:8]}")
+        services.create_custodial_identity(tenant, identity, name)
+        grant(services, tenant, str(identity), role, by)
         holder = str(identity)
-    else:
-        holder = body.identity
-        _may_hold_key_for(services, principal, tenant, holder)
     secret, digest = tokens.new_secret()
     key = ApiKey(
-        key_id, tenant, holder, role, body.name, digest, format_ts(now), expires, None, None
+        key_id,
+        tenant,
+        holder,
+        role,
+        name,
+        digest,
+        format_ts(now),
+        None if expires is None else format_ts(expires),
+        None,
+        None,
     )
     services.accounts.create_api_key(key)
-    services.record(
-        tenant,
-        "security.api_key_created",
-        f"API key {body.name} created",
-        {
-            "id": key_id,
-            "identity": holder,
-            "role": role,
-            "name": body.name,
-            "by": principal.identity,
-        },
-    )
-    return {**_key_out(key), "key": tokens.compose(tokens.API_KEY_PREFIX, key_id, secret)}
+    payload = {"id": key_id, "identity": holder, "role": role, "name": name, "by": by}
+    services.record(tenant, "security.api_key_created", f"API key {name} created", payload)
+    return key, tokens.compose(tokens.API_KEY_PREFIX, key_id, secret)
 
 
 @router.get("/v1/tenants/{tenant}/api-keys", response_model=list[ApiKeyOut])
