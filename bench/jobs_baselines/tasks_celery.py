@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Any
 
@@ -35,6 +36,10 @@ def build(redis_url: str, prefix: str) -> Any:
     return app
 
 
+# Built on import for `celery -A ...:app`; other systems' workers import this package too, so
+# only where Celery is installed.
 app: Any = (
-    build(os.environ[REDIS_ENV], os.environ[PREFIX_ENV]) if PREFIX_ENV in os.environ else None
+    build(os.environ[REDIS_ENV], os.environ[PREFIX_ENV])
+    if PREFIX_ENV in os.environ and importlib.util.find_spec("celery") is not None
+    else None
 )
