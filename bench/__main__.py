@@ -11,6 +11,7 @@ from bench.fanout import main as fanout_main
 from bench.http_ingest import main as http_ingest_main
 from bench.ingest import main as ingest_main
 from bench.jobs_baselines import main as jobs_baselines_main
+from bench.jobs_engine import main as jobs_main
 from bench.proofs import main as proofs_main
 from bench.query import main as query_main
 
@@ -22,6 +23,7 @@ BENCHES: dict[str, Callable[[Sequence[str] | None, TextIO | None], int]] = {
     "query": query_main,
     "fanout": fanout_main,
     "jobs-baselines": jobs_baselines_main,
+    "jobs": jobs_main,
 }
 
 

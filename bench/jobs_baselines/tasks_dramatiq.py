@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Any
 
@@ -26,5 +27,7 @@ def build(redis_url: str, prefix: str) -> tuple[Any, Any]:
 
 
 broker: Any = None
-if PREFIX_ENV in os.environ:
+# Built on import for the `dramatiq` worker CLI; only where Dramatiq is installed, since other
+# systems' workers import this package too.
+if PREFIX_ENV in os.environ and importlib.util.find_spec("dramatiq") is not None:
     broker, _actor = build(os.environ[REDIS_ENV], os.environ[PREFIX_ENV])

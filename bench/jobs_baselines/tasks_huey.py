@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Any
 
@@ -23,5 +24,5 @@ def build(filename: str, prefix: str) -> tuple[Any, Any]:
 
 
 huey: Any = None
-if SQLITE_ENV in os.environ:
+if SQLITE_ENV in os.environ and importlib.util.find_spec("huey") is not None:
     huey, _task = build(os.environ[SQLITE_ENV], os.environ[PREFIX_ENV])
