@@ -1,7 +1,7 @@
 """LogLine's own job engine, end to end over HTTP, against the job-queue baselines in the same run.
 
     python -m bench jobs [--backend sqlite|postgres|all] [--jobs 20000] [--latency-jobs 2000]
-                         [--rate 100] [--repeats 3] [--workers 2] [--concurrency 16]
+                         [--rate 100] [--repeats 3] [--workers 2] [--concurrency 32]
                          [--systems celery,dramatiq,huey,pgqueuer | none]
 
 Per backend, a real `logline up --port 0` server (fresh home, or a fresh PostgreSQL database, for
@@ -195,10 +195,12 @@ class LogLineJobs(System):
         """Before the workers stop: wait for every job's `succeeded` commit, and count the log
         (a drain's, when the server is made anew for the next; else the latency phase's, which
         runs on the last drain's server: its counts include that drain's)."""
-        if self.processes and self.server is not None:
-            self.phases.append(self._settle())
-            self.draining = False
-        super().stop_workers()
+        try:
+            if self.processes and self.server is not None:
+                self.phases.append(self._settle())
+                self.draining = False
+        finally:
+            super().stop_workers()
 
     def _settle(self) -> Phase:
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
@@ -273,6 +275,8 @@ def measure_logline(
         raw = measure(system, marks, jobs, latency_jobs, rate, repeats)
     finally:
         marks.close()
+        system.stop_workers()  # after a failure in measure's own clean-up: nothing left running
+        system.cleanup()
     drains, latency = system.phases[:repeats], system.phases[repeats:]
     problems = []
     for i, phase in enumerate(system.phases):
@@ -350,7 +354,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="latency jobs per second")
     parser.add_argument("--repeats", type=int, default=3, help="drains (median kept)")
     parser.add_argument("--workers", type=int, default=2, help="logline worker processes")
-    parser.add_argument("--concurrency", type=int, default=16, help="jobs per worker at once")
+    parser.add_argument("--concurrency", type=int, default=32, help="jobs per worker at once")
     parser.add_argument("--wait-s", type=float, default=5.0, help="the workers' long-poll wait")
     parser.add_argument(
         "--systems",

@@ -13,7 +13,17 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from bench import ack_latency, fanout, http_ingest, ingest, jobs_baselines, proofs, query
+import pytest
+from bench import (
+    ack_latency,
+    fanout,
+    http_ingest,
+    ingest,
+    jobs_baselines,
+    jobs_engine,
+    proofs,
+    query,
+)
 from bench.__main__ import BENCHES
 from bench.__main__ import main as bench_main
 from bench.common import REQUIRED_KEYS
@@ -225,3 +235,30 @@ def test_jobs_baselines_measures_each_installed_system_and_skips_the_others(
         assert found["start_latency_p99"]["jobs"] == 20
         for record in found.values():
             assert isinstance(record["ratio"], float) and record["value"] > 0
+
+
+def test_jobs_runs_logline_jobs_end_to_end_against_the_bare_queue(tmp_path: Path) -> None:
+    """LogLine's jobs over HTTP on SQLite, every job succeeded with its three signed spans
+    (checked by the bench itself), reported against the bare queue; no peer systems here."""
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(
+            jobs_baselines.runner.DEFAULT_REDIS_URL, socket_connect_timeout=1
+        ).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on localhost: the jobs mark their start there")
+    out = io.StringIO()
+    argv = ["--backend", "sqlite", "--jobs", "60", "--latency-jobs", "10", "--rate", "100",
+            "--repeats", "1", "--workers", "1", "--concurrency", "4", "--systems", "none",
+            "--tmp-dir", str(tmp_path)]  # fmt: skip
+    assert jobs_engine.main(argv, out) == 0
+    records = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    assert records[0]["metric"] == "run_info" and records[-1]["metric"] == "run_end"
+    found = {(r["backend"], r["metric"]): r for r in records[1:-1]}
+    drain = found["logline-sqlite", "drain_throughput"]
+    assert drain["jobs"] == 60 and drain["signed_spans_per_job"] == 3
+    assert drain["vs"]["bare"] > 0 and drain["value"] > 0
+    p99 = found["logline-sqlite", "start_latency_p99"]
+    assert p99["jobs"] == 10 and p99["goal_ms"] == jobs_engine.GOAL_P99_MS
+    assert isinstance(p99["goal_met"], bool)
+    assert ("bare", "drain_throughput") in found
