@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from logline.engine.jobs import DEFAULT_QUEUE, MAX_ATTEMPTS, JobRequest
+from logline.engine.jobs import DEAD_LETTERS, DEFAULT_QUEUE, MAX_ATTEMPTS, Job, JobRequest
 from logline.identity.ids import check_kind
 from logline.server.auth import Principal, require, services_of
 from logline.server.roles import Permission
@@ -74,6 +74,14 @@ class SchemaIn(BaseModel):
     json_schema: dict[str, Any] = Field(alias="schema")
 
 
+def _page(jobs: list[Job], limit: int) -> JobList:
+    """A page of jobs; a full page may have a next one, which starts before its last job."""
+    return JobList(
+        jobs=[job.to_json() for job in jobs],
+        next_before=jobs[-1].id if len(jobs) == limit else None,
+    )
+
+
 @router.post("/jobs", status_code=201, response_model=JobOut)
 def submit(
     request: Request,
@@ -113,10 +121,7 @@ def list_jobs(
     jobs = services_of(request).jobs.jobs(
         tenant, states=tuple(state or ()), type_=type, queue=queue, limit=limit, before=before
     )
-    return JobList(
-        jobs=[job.to_json() for job in jobs],
-        next_before=jobs[-1].id if len(jobs) == limit else None,
-    )
+    return _page(jobs, limit)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
@@ -166,12 +171,9 @@ def dead_letters(
 ) -> JobList:
     """Jobs that are dead (attempts used up) or failed (not retryable), newest first."""
     jobs = services_of(request).jobs.jobs(
-        tenant, states=("dead", "failed"), type_=type, queue=queue, limit=limit, before=before
+        tenant, states=DEAD_LETTERS, type_=type, queue=queue, limit=limit, before=before
     )
-    return JobList(
-        jobs=[job.to_json() for job in jobs],
-        next_before=jobs[-1].id if len(jobs) == limit else None,
-    )
+    return _page(jobs, limit)
 
 
 @router.post("/dead-letters/requeue", response_model=JobList)
