@@ -47,7 +47,6 @@ from logline.errors import (
 )
 
 PROBLEM_PREFIX = "urn:logline:problem:"
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
 class ApiError(LogLineError):

@@ -29,7 +29,6 @@ from logline.identity.ids import check_kind, check_tag
 
 STATES = ("queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled")
 CLAIMABLE = ("queued", "retrying")
-FINISHED = ("succeeded", "failed", "dead", "cancelled")
 DEAD_LETTERS = ("dead", "failed")
 PRIORITIES = {"critical": 0, "high": 1, "normal": 2, "low": 3}
 PRIORITY_NAMES = {value: name for name, value in PRIORITIES.items()}

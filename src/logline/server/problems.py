@@ -44,9 +44,6 @@ _TYPES: list[tuple[type[errors.LogLineError], int, str, str]] = [
     (errors.LogLineError, 500, "server-error", "Server error"),
 ]
 _HTTP_TYPES = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
-PROBLEM_TYPES = sorted(
-    {slug for _, _, slug, _ in _TYPES} | {"validation-error", *_HTTP_TYPES.values()}
-)
 
 
 @dataclass(frozen=True, slots=True)
