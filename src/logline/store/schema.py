@@ -308,3 +308,82 @@ job_attempts = Table(
     Column("error", Text),
     PrimaryKeyConstraint("job_id", "attempt"),
 )
+
+# --- schedules, nodes and the stats read model (migration 0004) --------------------------------
+
+MINUTE = String(16)  # "YYYY-MM-DDTHH:MM", UTC: the rollups' time bucket
+
+job_schedules = Table(
+    "job_schedules",
+    metadata,
+    Column("id", JOB_ID, primary_key=True),
+    Column("tenant", String(48), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("cron", String(200)),  # a cron expression, or
+    Column("interval_s", Float),  # a fixed interval
+    Column("timezone", String(64), nullable=False),  # where cron fields are read
+    Column("job", Text, nullable=False),  # the job to submit each period (canonical JSON)
+    Column("enabled", Integer, nullable=False),
+    Column("next_run_at", TS, nullable=False),
+    Column("last_run_at", TS),
+    Column("last_job_id", JOB_ID),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", IDENTITY, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("span_id", SPAN_ID, nullable=False),
+    UniqueConstraint("tenant", "name", name="uq_job_schedules_name"),
+    Index("ix_job_schedules_due", "enabled", "next_run_at"),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("identity", IDENTITY, primary_key=True),
+    Column("tenant", String(48), nullable=False),  # its key's tenant; "system": instance-wide
+    Column("session", String(36), nullable=False),  # one per registration (a restart is new)
+    Column("labels", Text, nullable=False),
+    Column("queues", Text, nullable=False),
+    Column("types", Text),
+    Column("concurrency", Integer, nullable=False),
+    Column("running", Integer, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("registered_at", TS, nullable=False),
+    Column("last_seen", TS, nullable=False),
+    Column("span_id", SPAN_ID, nullable=False),
+    Index("ix_nodes_seen", "state", "last_seen"),
+)
+
+job_stats = Table(
+    "job_stats",
+    metadata,
+    Column("tenant", String(48), nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("minute", MINUTE, nullable=False),
+    Column("submitted", BigInteger, nullable=False),
+    Column("started", BigInteger, nullable=False),
+    Column("succeeded", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),  # failed attempts, retried or not
+    Column("dead", BigInteger, nullable=False),
+    Column("cancelled", BigInteger, nullable=False),
+    Column("wait_ms", Float, nullable=False),  # sums over the minute's starts / ends
+    Column("run_ms", Float, nullable=False),
+    PrimaryKeyConstraint("tenant", "type", "queue", "minute"),
+    Index("ix_job_stats_minute", "minute"),
+)
+
+job_stats_buckets = Table(
+    "job_stats_buckets",
+    metadata,
+    Column("tenant", String(48), nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("minute", MINUTE, nullable=False),
+    Column("metric", String(8), nullable=False),  # "wait" or "run"
+    Column("bucket", Integer, nullable=False),  # `engine.stats.bucket_of(ms)`
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant", "type", "queue", "minute", "metric", "bucket"),
+)
