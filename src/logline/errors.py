@@ -6,6 +6,7 @@
     │   ├── InvalidIdentifier        a LogLine ID, kind, tag or UUID is malformed
     │   ├── ParseError               a checkpoint, receipt, bundle or key could not be parsed
     │   ├── RedactionRefused         this payload may not be redacted
+    │   ├── RuleError                a rule document is invalid (location, line, column)
     │   └── PayloadTooLarge          a request body is over the size limit
     ├── NotFound                     an identity, span, tenant or entry does not exist
     │   └── UnknownAuthor            a span's author is not a registered identity
@@ -55,6 +56,33 @@ class ParseError(InvalidInput):
 
 class RedactionRefused(InvalidInput):
     """The payload may not be redacted (identity documents, already redacted, no payload)."""
+
+
+class RuleError(InvalidInput):
+    """A rule document is invalid: bad YAML or JSON, an unknown condition or action, a wrong type,
+    CEL that does not compile, a bad glob, a duplicate rule id.
+
+    `location` is the path to the offending part (`rules[3].when.all[1].equals`, empty for the
+    whole document); `line` and `column` (1-based) are set when the document was text that tells.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        location: str = "",
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.reason = message
+        self.location = location
+        self.line = line
+        self.column = column
+        where = location
+        if line is not None:
+            position = f"line {line}" if column is None else f"line {line}, column {column}"
+            where = f"{where} ({position})" if where else position
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class PayloadTooLarge(InvalidInput):
