@@ -4,6 +4,9 @@
         token = server.login()
         server.client(token).get("/v1/tenants/default/spans")
 
+    with private_postgres() as pg:                          # a PostgreSQL cluster of one's own
+        pg.stop("immediate"); pg.start()                    # ...that a test may crash at will
+
 A server listens on a port the OS picks (`--port 0`); its banner line gives the URL. Stopping sends
 SIGTERM and waits for a graceful exit; `kill()` is `kill -9`.
 """
@@ -14,8 +17,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -23,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -122,10 +127,12 @@ def start_server(
     command: str = "up",
     database_url: str | None = None,
     env: dict[str, str] | None = None,
+    port: int = 0,
 ) -> RunningServer:
-    """Start `logline <command> --port 0` and wait for its banner."""
+    """Start `logline <command> --port 0` (or `port`: a restart where clients expect it) and
+    wait for its banner."""
     process = subprocess.Popen(
-        [*logline_command(), "--home", str(home), command, "--port", "0"],
+        [*logline_command(), "--home", str(home), command, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -196,3 +203,119 @@ def scratch_postgres() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+# --- a PostgreSQL cluster of the test's own ---------------------------------------------------
+
+PG_BIN = Path(os.environ.get("LOGLINE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster that only this test uses, so it may stop and crash it at will (the
+    shared server at LOGLINE_TEST_PG serves other tests in parallel). Listens on 127.0.0.1:`port`
+    and a unix socket in `root`; trust authentication, user `postgres`."""
+
+    root: Path
+    port: int
+    as_user: list[str]  # `runuser -u postgres --` when running as root, else nothing
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pg_ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.as_user, str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args],
+            capture_output=True, text=True, timeout=timeout, env=_pg_env(),
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=60 -c shared_buffers=16MB"
+        )
+        done = self.pg_ctl(
+            "start", "-w", "-t", "60", "-l", str(self.root / "postgres.log"), "-o", options
+        )
+        assert done.returncode == 0, (
+            f"pg_ctl start failed:\n{done.stdout}{done.stderr}\n{self.log()}"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast` rolls back and disconnects; `immediate` is a crash (recovery when started)."""
+        done = self.pg_ctl("stop", "-w", "-t", "60", "-m", mode)
+        assert done.returncode == 0, f"pg_ctl stop failed:\n{done.stdout}{done.stderr}"
+
+    def running(self) -> bool:
+        return self.pg_ctl("status").returncode == 0
+
+    def log(self) -> str:
+        path = self.root / "postgres.log"
+        return path.read_text()[-4000:] if path.exists() else ""
+
+
+def _pg_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LOGLINE_"))}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A fresh PostgreSQL cluster (initdb) in a temporary directory, started; stopped and removed
+    after, also on failure. Without the server binaries (PG_BIN) it skips, or fails under CI=true.
+    As root the binaries run as the `postgres` OS user (PostgreSQL refuses to run as root)."""
+
+    def unavailable(reason: str) -> NoReturn:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"a private PostgreSQL cluster is required when CI=true: {reason}",
+                        pytrace=False)  # fmt: skip
+        pytest.skip(f"no private PostgreSQL cluster: {reason} (set LOGLINE_TEST_PG_BIN)")
+
+    missing = [n for n in ("initdb", "pg_ctl", "postgres") if not (PG_BIN / n).exists()]
+    if missing:
+        unavailable(f"{', '.join(missing)} not found in {PG_BIN}")
+    as_user: list[str] = []
+    owner: tuple[int, int] | None = None
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            entry = pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("running as root and there is no `postgres` user to run PostgreSQL as")
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            unavailable("running as root and runuser is missing")
+        as_user, owner = [str(runuser), "-u", "postgres", "--"], (entry.pw_uid, entry.pw_gid)
+    # Not under pytest's tmp_path: its parents are private to the user running the tests. Short,
+    # too: the unix socket's path must fit in about 100 bytes.
+    root = Path(tempfile.mkdtemp(prefix="logline-pg-"))
+    try:
+        if owner is not None:
+            os.chown(root, *owner)
+        cluster = PrivatePostgres(root, free_port(), as_user)
+        made = subprocess.run(
+            [*as_user, str(PG_BIN / "initdb"), "-D", str(cluster.data), "-A", "trust",
+             "-U", "postgres", "-E", "UTF8", "--no-sync", "--no-instructions"],
+            capture_output=True, text=True, timeout=120, env=_pg_env(),
+        )  # fmt: skip
+        assert made.returncode == 0, f"initdb failed:\n{made.stdout}{made.stderr}"
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            if cluster.running():
+                cluster.pg_ctl("stop", "-w", "-t", "30", "-m", "immediate")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

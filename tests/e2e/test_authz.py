@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
 from logline.canonical import b64decode, b64encode
+from logline.errors import NotFound
 from logline.identity.documents import creation_span, rotation_span
 from logline.identity.ids import LogLineId
 from logline.identity.keys import PrivateKey
@@ -127,10 +128,24 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", T + "/dead-letters/requeue"): "operator",
     ("POST", T + "/dead-letters/purge"): "admin",
     ("PUT", T + "/job-types/{job_type}"): "admin",
+    ("POST", T + "/schedules"): "operator",
+    ("GET", T + "/schedules"): "viewer",
+    ("GET", T + "/schedules/{ref}"): "viewer",
+    ("PATCH", T + "/schedules/{ref}"): "operator",
+    ("DELETE", T + "/schedules/{ref}"): "operator",
+    ("GET", T + "/stats"): "viewer",
+    ("GET", T + "/stats/series"): "viewer",
+    ("GET", "/v1/stats"): INSTANCE_ADMIN,
+    ("POST", N + "/register"): NODE,
+    ("POST", N + "/heartbeat"): NODE,
+    ("POST", N + "/deregister"): NODE,
+    ("GET", T + "/nodes"): "viewer",
+    ("GET", N): INSTANCE_ADMIN,
     ("POST", N + "/claim"): NODE,
     ("POST", N + "/jobs/{job_id}/heartbeat"): NODE,
     ("POST", N + "/jobs/{job_id}/complete"): NODE,
     ("POST", N + "/jobs/{job_id}/fail"): NODE,
+    ("POST", N + "/reports"): NODE,
     ("GET", "/v1/stream"): "viewer",
     (WS, "/v1/stream/ws"): "viewer",
 }
@@ -139,6 +154,9 @@ SELF_AUTHORIZING = {("GET", "/v1/stream"), (WS, "/v1/stream/ws"), ("POST", "/v1/
 STREAMS = {("GET", "/v1/stream"), (WS, "/v1/stream/ws")}
 # Node routes are walked per tenant (the one in the body); a claim names none: any node may claim.
 CLAIM = ("POST", N + "/claim")
+# Nor do the registry's routes: a node registers and heartbeats as itself, whatever it serves.
+TENANTLESS = {CLAIM, ("POST", N + "/register"), ("POST", N + "/heartbeat"),
+              ("POST", N + "/deregister")}  # fmt: skip
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
@@ -358,6 +376,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     settings = ServerSettings.model_validate(
         {"rate_limits": UNTHROTTLED, "allow_signup": False, "trusted_proxies": []}
     )
+    # Nodes registered in the walk never heartbeat: none may be marked lost meanwhile.
+    settings = settings.model_copy(update={"node_lost_after_s": 3600})
     services = Services(instance, settings)
     try:
         login = bootstrap(services)
@@ -735,6 +755,9 @@ simple("POST", T + "/jobs", _JOB)
 simple("POST", T + "/jobs/batch", {"jobs": [_JOB, {**_JOB, "priority": "high"}]})
 simple("GET", T + "/jobs")
 simple("GET", T + "/dead-letters")
+simple("GET", T + "/stats", window="5m")
+simple("GET", T + "/stats/series", minutes=5)
+simple("GET", "/v1/stats")
 
 
 @builds("GET", T + "/jobs/{job_id}")
@@ -784,6 +807,55 @@ def _job_type(w: World, c: Caller, t: str, allowed: bool) -> Req:
     return Req("PUT", f"/v1/tenants/{t}/job-types/walk.typed", {"schema": {"type": "object"}})
 
 
+# Schedules made in the walk run once a day: none fires (and writes) while the walk goes on.
+HELD_SCHEDULE = "walk-held"
+
+
+def _new_schedule(w: World, t: str, name: str | None = None) -> str:
+    """A schedule of `t` (made as the instance administrator); its id."""
+    body = {"name": name or w.unique("walk-schedule"), "interval_s": 86_400,
+            "job": {"type": "walk.job", "queue": "walk"}}  # fmt: skip
+    made: dict[str, Any] = w.ok("POST", f"/v1/tenants/{t}/schedules", json=body)
+    return str(made["id"])
+
+
+def _held_schedule(w: World, t: str) -> str:
+    """The schedule of `t` that readers read and denied callers name."""
+    try:
+        return w.services.schedules.get(t, HELD_SCHEDULE).id
+    except NotFound:
+        return _new_schedule(w, t, HELD_SCHEDULE)
+
+
+@builds("POST", T + "/schedules")
+def _create_schedule(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    body = {"name": w.unique("walk-schedule"), "interval_s": 86_400,
+            "job": {"type": "walk.job", "queue": "walk", "payload": {"n": 1}}}  # fmt: skip
+    return Req("POST", f"/v1/tenants/{t}/schedules", body, after=_answers(t, "tenant"))
+
+
+simple("GET", T + "/schedules")
+
+
+@builds("GET", T + "/schedules/{ref}")
+def _schedule(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    url = f"/v1/tenants/{t}/schedules/{_held_schedule(w, t)}"
+    return Req("GET", url, after=_answers(t, "tenant"))
+
+
+@builds("PATCH", T + "/schedules/{ref}")
+def _change_schedule(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    ref = _new_schedule(w, t) if allowed else _held_schedule(w, t)
+    url = f"/v1/tenants/{t}/schedules/{ref}"
+    return Req("PATCH", url, {"enabled": False}, after=_answers(False, "enabled"))
+
+
+@builds("DELETE", T + "/schedules/{ref}")
+def _delete_schedule(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    ref = _new_schedule(w, t) if allowed else _held_schedule(w, t)
+    return Req("DELETE", f"/v1/tenants/{t}/schedules/{ref}")
+
+
 @builds("POST", N + "/claim")
 def _node_claim(w: World, c: Caller, t: str, allowed: bool) -> Req:
     """Claims from a queue with a job of `t` ready: a node gets jobs of the tenants it serves,
@@ -827,6 +899,65 @@ BUILDERS[("POST", N + "/jobs/{job_id}/complete")] = _on_lease(
 BUILDERS[("POST", N + "/jobs/{job_id}/fail")] = _on_lease(
     "fail", "state", "failed", error="walk", retryable=False
 )
+
+
+def _reports(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    """A batch of one report on a job of `t`, as `_on_lease` builds single ones."""
+    job, attempt = w.data[t].job, 1
+    if allowed:
+        leased = _leased(w, c, t)
+        job, attempt = leased["id"], leased["attempts"]
+    item = {"job_id": job, "tenant": t, "attempt": attempt, "outcome": "succeeded"}
+    want = [{"job_id": job, "state": "succeeded", "problem": None}]
+    return Req("POST", f"{N}/reports", {"reports": [item]}, after=_answers(want, "results"))
+
+
+BUILDERS[("POST", N + "/reports")] = _reports
+
+
+def _register_as(w: World, node: Caller) -> str:
+    """A new session of `node`, registered now."""
+    response = w.send(node, "POST", N + "/register", json={"labels": {"walk": "yes"}})
+    assert response.status_code == 200, response.text
+    return str(response.json()["session"])
+
+
+@builds("POST", N + "/register")
+def _node_register(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    body = {"labels": {"walk": t}, "queues": ["walk-claim"], "concurrency": 2}
+    return Req("POST", N + "/register", body, after=_answers("online", "state"))
+
+
+def _on_session(action: str, want: str, **extra: Any) -> Builder:
+    """A request naming a session of the caller's (registered now) when it may, else any."""
+
+    def build(w: World, c: Caller, t: str, allowed: bool) -> Req:
+        session = _register_as(w, c) if allowed else "0190a000-0000-7000-8000-000000000000"
+        body = {"session": session, **extra}
+        return Req("POST", f"{N}/{action}", body, after=_answers(want, "state"))
+
+    return build
+
+
+BUILDERS[("POST", N + "/heartbeat")] = _on_session("heartbeat", "online", running=1)
+BUILDERS[("POST", N + "/deregister")] = _on_session("deregister", "offline")
+simple("GET", N)
+
+
+@builds("GET", T + "/nodes")
+def _tenant_nodes(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    """The tenant's own nodes and the instance-wide ones, and no others."""
+    if allowed:
+        _register_as(w, w.node)
+        _register_as(w, _caller(w, f"{t}-node-key"))
+
+    def check(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return None
+        tenants = {node["tenant"] for node in json.loads(body)["nodes"]}
+        return None if tenants == {t, SYSTEM} else f"listed nodes of {sorted(tenants)}"
+
+    return Req("GET", f"/v1/tenants/{t}/nodes", after=check)
 
 
 # --- the walk -------------------------------------------------------------------------------------
@@ -974,7 +1105,7 @@ def test_walk(world: World) -> None:
             route, access = (method, path), ACCESS[(method, path)]
             scoped = "{tenant}" in path or route in STREAMS or access == NODE
             for tenant in WALKED if scoped else (None,):
-                want = expect(access, caller, None if route == CLAIM else tenant)
+                want = expect(access, caller, None if route in TENANTLESS else tenant)
                 req = BUILDERS[route](w, caller, tenant or "", want is None)
                 before = {t: (w.size(t), _accounts(w, t)) for t in WALKED}
                 status, body = send(w, caller, req, tenant)

@@ -1,5 +1,6 @@
 """Worker nodes as real processes against a real `logline up`: success, dead letters, a node
-killed mid-job, cancellation, and draining on SIGTERM; the `logline job` CLI along the way.
+killed mid-job, cancellation, draining on SIGTERM, and the node registry (online with its labels,
+offline after SIGTERM, lost after kill -9); the `logline job` and `logline node` CLIs along the way.
 
 Each test serves its own queue, so the workers of one test never take another test's jobs.
 Node keys are made on `system` (instance-wide nodes), which the first administrator owns.
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.e2e
 
 STARTED = "worker started"
 FAST_RETRY = {"backoff_base_s": 0.05, "backoff_cap_s": 0.1}
+LOST_AFTER_S = 3  # the server's node_lost_after_s: nodes heartbeat every second
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Cluster:
         return self.http
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = server_env(LOGLINE_SERVER=self.server.url, LOGLINE_TOKEN=self.token)
+        env = server_env(LOGLINE_SERVER=self.server.url, LOGLINE_TOKEN=self.token, COLUMNS="200")
         return subprocess.run([*logline_command(), *args], capture_output=True, text=True,
                               env=env, timeout=60)  # fmt: skip
 
@@ -66,7 +68,8 @@ class WorkerProcess:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("workers")
-    with running_server(tmp / "home") as server:
+    lost_after = {"LOGLINE_NODE_LOST_AFTER_S": str(LOST_AFTER_S)}
+    with running_server(tmp / "home", env=lost_after) as server:
         token = server.login()
         system = server.login(["system"])
         with server.client(token) as http, server.client(system) as admin:
@@ -233,3 +236,114 @@ def test_sigterm_drains_running_jobs_then_gives_up_on_the_rest(
     assert hasty.stop() == 0
     job = get(cluster, long_id)
     assert (job["state"], job["error"]) == ("retrying", "worker shutting down")
+
+
+# --- the node registry ----------------------------------------------------------------------------
+
+
+def nodes(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """The nodes serving tenant `default` (the workers here are instance-wide), by identity."""
+    listed = cluster.client().get("/v1/tenants/default/nodes")
+    assert listed.status_code == 200, listed.text
+    return {node["identity"]: node for node in listed.json()["nodes"]}
+
+
+def node_state(cluster: Cluster, identity: str, state: str, timeout: float = 30) -> dict[str, Any]:
+    found = wait(lambda: (n := nodes(cluster).get(identity)) and n["state"] == state and n,
+                 timeout, lambda: nodes(cluster).get(identity))  # fmt: skip
+    assert isinstance(found, dict)
+    return found
+
+
+def node_history(cluster: Cluster, identity: str) -> list[str]:
+    """The kinds of the node's spans on the `system` log."""
+    with cluster.server.client(cluster.server.login(["system"])) as system:
+        found = system.get("/v1/tenants/system/spans", params={"flow_id": identity})
+    assert found.status_code == 200, found.text
+    return [item["span"]["body"]["kind"] for item in found.json()["items"]]
+
+
+def test_a_node_registers_with_its_labels_and_goes_offline_on_sigterm(
+    cluster: Cluster, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = start_worker("e2e-registry", "--label", "zone=eu-1", "--label", "gpu=none",
+                          "--concurrency", "3")  # fmt: skip
+    node = node_state(cluster, worker.identity, "online")  # registered before "worker started"
+    assert node["labels"] == {"gpu": "none", "zone": "eu-1"} and node["queues"] == ["e2e-registry"]
+    assert (node["tenant"], node["concurrency"], node["pid"]) == ("system", 3, worker.process.pid)
+    assert "logline.sleep" in node["types"] and node["version"]
+    job_id = submit(cluster, "logline.sleep", "e2e-registry", {"seconds": 3})
+    busy = wait(lambda: (n := nodes(cluster)[worker.identity])["running"] == 1 and n, 15)
+    assert busy["last_seen"] > node["last_seen"] and busy["session"] == node["session"]
+    listed = cluster.cli("node", "list")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if worker.identity in line)
+    assert "online" in row and "gpu=none, zone=eu-1" in row and "1/3" in row and "ago" in row
+    assert worker.stop() == 0  # drains the running job, then deregisters
+    assert get(cluster, job_id)["state"] == "succeeded"
+    assert nodes(cluster)[worker.identity]["state"] == "offline"
+    assert node_history(cluster, worker.identity) == [
+        "node.registered", "node.draining", "node.offline"
+    ]  # fmt: skip
+    offline = cluster.cli("node", "list", "--state", "offline", "--json")
+    assert worker.identity in {n["identity"] for n in json.loads(offline.stdout)["nodes"]}
+    online = cluster.cli("node", "list", "--state", "online", "--json")
+    assert worker.identity not in {n["identity"] for n in json.loads(online.stdout)["nodes"]}
+
+
+def test_a_killed_node_is_lost_and_its_job_runs_elsewhere(
+    cluster: Cluster, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    first = start_worker("e2e-lost", "--label", "role=first")
+    job_id = submit(cluster, "logline.sleep", "e2e-lost", {"seconds": 2}, **FAST_RETRY)
+    wait_state(cluster, job_id, "running")
+    first.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    lost = node_state(cluster, first.identity, "lost", timeout=LOST_AFTER_S + 20)
+    # Not before the threshold: the last heartbeat was at most a second before the kill.
+    assert time.monotonic() - killed >= LOST_AFTER_S - 1.5
+    assert lost["labels"] == {"role": "first"}
+    second = start_worker("e2e-lost")
+    job = wait_state(cluster, job_id, "succeeded", timeout=40)
+    attempts = [(a["node"], a["outcome"]) for a in job["history"]]
+    assert attempts == [(first.identity, "lease_expired"), (second.identity, "succeeded")]
+    assert node_history(cluster, first.identity) == ["node.registered", "node.lost"]
+    assert nodes(cluster)[second.identity]["state"] == "online"
+
+
+def test_stats_and_metrics_show_what_the_workers_did(
+    cluster: Cluster, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker("e2e-stats", "--concurrency", "4")
+    done = [submit(cluster, "logline.noop", "e2e-stats") for _ in range(5)]
+    dead = submit(cluster, "logline.fail", "e2e-stats", max_attempts=1)
+    for job_id in done:
+        wait_state(cluster, job_id, "succeeded")
+    wait_state(cluster, dead, "dead")
+    found = cluster.client().get(
+        "/v1/tenants/default/stats", params={"queue": "e2e-stats", "window": ["1m", "1h"]}
+    )
+    assert found.status_code == 200, found.text
+    total = found.json()["total"]
+    assert total["totals"] == {
+        "submitted": 6, "started": 6, "succeeded": 5, "failed": 1, "dead": 1, "cancelled": 0,
+    }  # fmt: skip
+    assert (total["states"]["succeeded"], total["states"]["dead"]) == (5, 1)
+    assert total["windows"]["1h"]["failure_rate"] == pytest.approx(1 / 6, abs=1e-3)
+    assert total["windows"]["1h"]["wait_ms"]["p99"] is not None
+    series = cluster.client().get("/v1/tenants/default/stats/series", params={"minutes": 3})
+    assert sum(point["succeeded"] for point in series.json()) >= 5
+    bad = cluster.client().get("/v1/tenants/default/stats", params={"window": "2m"})
+    assert bad.status_code == 400 and "window must be one of" in bad.json()["detail"]
+
+    shown = cluster.cli("job", "stats", "--queue", "e2e-stats", "--window", "1h")
+    assert shown.returncode == 0, shown.stderr
+    assert "logline.noop" in shown.stdout and "last 1h" in shown.stdout
+
+    def scraped() -> str:
+        return httpx.get(cluster.server.url + "/metrics").text
+
+    # Job metrics are cached for a few seconds: wait for a scrape that has this test's jobs.
+    wait(lambda: 'logline_job_events_total{event="succeeded",queue="e2e-stats"} 5.0' in scraped(),
+         15, scraped)  # fmt: skip
+    assert 'logline_job_run_seconds_count{queue="e2e-stats"} 6.0' in scraped()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from helpers import OTHER_TENANT, TENANT, Clock, make_identity
-from logline.engine.jobs import JobRequest
+from logline.engine.jobs import Job, JobRequest, Report
 from logline.engine.queue import JobQueue
 from logline.errors import Conflict, InvalidInput, NotFound
 from logline.ledger.log import Log
@@ -303,3 +303,38 @@ def test_a_node_claims_only_types_it_handles(queue: JobQueue) -> None:
     ]
     assert [j.id for j in queue.claim(NODE, ["default"], limit=5, types=["other.type"])] == []
     assert [j.id for j in queue.claim(NODE, ["default"], limit=5)] == [mail.id]
+
+
+def test_a_batch_of_reports_ends_each_attempt_on_its_own(queue: JobQueue, store: Store) -> None:
+    ok = queue.submit(TENANT, JobRequest(type="job.ok"))
+    bad = queue.submit(TENANT, JobRequest(type="job.bad", max_attempts=1))
+    other = queue.submit(OTHER_TENANT, JobRequest(type="job.ok"))
+    stolen = queue.submit(TENANT, JobRequest(type="job.ok"))
+    queue.claim(NODE, ["default"], limit=4)
+    queue.cancel(TENANT, stolen.id, "logline-id://person/op")  # the node is asked to stop
+    queue.fail(TENANT, stolen.id, NODE, 1, "stopped", cancelled=True)
+    sizes = {t: store.log_head(t).size for t in (TENANT, OTHER_TENANT)}  # type: ignore[union-attr]
+    results = queue.report(
+        NODE,
+        [
+            Report(TENANT, ok.id, 1, "succeeded", result={"n": 1}),
+            Report(TENANT, stolen.id, 1, "succeeded"),  # already ended: refused alone
+            Report(OTHER_TENANT, other.id, 1, "succeeded"),
+            Report(TENANT, bad.id, 1, "failed", error="boom"),
+            Report(TENANT, "no-such-job", 1, "succeeded"),
+        ],
+    )
+    assert [r.state if isinstance(r, Job) else type(r).__name__ for r in results] == [
+        "succeeded", "Conflict", "succeeded", "dead", "NotFound",
+    ]  # fmt: skip
+    assert store.log_head(TENANT).size == sizes[TENANT] + 2  # type: ignore[union-attr]
+    assert store.log_head(OTHER_TENANT).size == sizes[OTHER_TENANT] + 1  # type: ignore[union-attr]
+    for report in (
+        Report(TENANT, ok.id, 1, "failed"),  # no error
+        Report(TENANT, ok.id, 1, "exploded", error="x"),
+        Report(TENANT, ok.id, 1, "succeeded", result="x" * 70_000),
+    ):
+        with pytest.raises(InvalidInput):
+            queue.report(NODE, [report])
+    with pytest.raises(InvalidInput):
+        queue.report(NODE, [])

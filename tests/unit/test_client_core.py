@@ -14,6 +14,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -32,6 +33,17 @@ from logline.client.errors import (
     ApiUnknownAuthor,
     ConnectionFailed,
     error_for,
+)
+from logline.client.jobs import (
+    Job,
+    JobAttempt,
+    JobPage,
+    JobSpec,
+    JobStats,
+    JobStatsGroup,
+    StatsPoint,
+    Timing,
+    WindowStats,
 )
 from logline.client.models import (
     ApiKeyCreated,
@@ -72,6 +84,8 @@ from logline.client.sse import (
     envelope,
 )
 from logline.client.stream import StreamState, follow
+from logline.engine.jobs import Attempt
+from logline.engine.jobs import Job as EngineJob
 from logline.errors import (
     Conflict,
     InvalidInput,
@@ -175,7 +189,7 @@ def checkpointed(entries: list[Entry], index: int, signer: NoteSigner = SIGNER) 
 @pytest.mark.parametrize(
     "module_name",
     ["logline.client.sse", "logline.client.retry", "logline.client.core", "logline.client.api",
-     "logline.client.signing"],
+     "logline.client.signing", "logline.client.jobs"],
 )  # fmt: skip
 def test_module_examples_run(module_name: str) -> None:
     result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
@@ -229,7 +243,8 @@ def test_a_body_that_is_no_problem_still_gives_a_typed_error(body: bytes) -> Non
 
 
 MODELS = [TokenSet, Challenge, WhoAmI, Appended, LoggedSpan, Page, LogInfo, CheckpointInfo, Proof,
-          EntryRange, IdentityInfo, Onboarded, ApiKeyCreated]  # fmt: skip
+          EntryRange, IdentityInfo, Onboarded, ApiKeyCreated, Job, JobAttempt, JobPage, JobStats,
+          JobStatsGroup, WindowStats, StatsPoint]  # fmt: skip
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
@@ -623,3 +638,203 @@ def test_a_stream_that_keeps_closing_empty_gives_up_and_errors_are_raised() -> N
         script.run(follow(api(), state))
     with pytest.raises(ApiNotFound):
         Script([problem(404, "not-found")]).run(follow(api(), StreamState()))
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+JOB_ID = "01890000-0000-7000-8000-000000000001"
+
+
+def first_request(op: Operation[Any]) -> Request:
+    """The request an operation starts with (its checks of the arguments run first)."""
+    action = next(op)
+    op.close()
+    assert isinstance(action, Request)
+    return action
+
+
+def job_json(**changes: Any) -> dict[str, Any]:
+    """A job as the server's own `Job.to_json` writes it (one attempt, failed), with `changes`."""
+    at = now_ts()
+    job = EngineJob(
+        id=JOB_ID, tenant=TENANT, type="report.render", queue="default", state="retrying",
+        priority=1, run_at=at, payload={"month": "2026-10"}, tags=("monthly",), dedupe_key="r-10",
+        max_attempts=3, attempts=1, backoff_base_s=1.0, backoff_cap_s=300, timeout_s=60.0,
+        node=None, lease_expires=None, cancel_requested=False, result=None, error="boom",
+        created_at=at, updated_at=at, finished_at=None, span_id=JOB_ID, attempt_budget=3,
+        history=(Attempt(JOB_ID, 1, "logline-id://node/n1", at, at, "failed", "boom"),),
+    )  # fmt: skip
+    return {**job.to_json(), **changes}
+
+
+def test_a_job_parses_from_what_the_server_writes() -> None:
+    job = Job.from_json(job_json())
+    assert (job.id, job.state, job.priority, job.tags, job.deduplicated) == (
+        JOB_ID, "retrying", "high", ("monthly",), False)  # fmt: skip
+    assert job.payload == {"month": "2026-10"} and job.backoff_cap_s == 300.0
+    [attempt] = job.history
+    assert (attempt.attempt, attempt.outcome, attempt.error) == (1, "failed", "boom")
+    assert Job.from_json(job_json(deduplicated=True, history=[])).deduplicated
+    no_id = {k: v for k, v in job_json().items() if k != "id"}
+    for broken in (job_json(attempts="1"), job_json(timeout_s=True), job_json(history=[{}]),
+                   job_json(tags="monthly"), no_id):  # fmt: skip
+        with pytest.raises(ParseError):
+            Job.from_json(broken)
+
+
+def test_submit_job_sends_only_the_options_given() -> None:
+    run_at = datetime(2026, 10, 1, 9, 30, tzinfo=timezone(timedelta(hours=2)))
+    script = Script([response(201, job_json())])
+    op = api().submit_job("report.render", {"month": "2026-10"}, priority="high", run_at=run_at,
+                          tags=["monthly"])  # fmt: skip
+    job = script.run(op)
+    [request] = script.requests()
+    assert (request.method, request.path, request.idempotent) == (
+        "POST", f"/v1/tenants/{TENANT}/jobs", False)  # fmt: skip
+    assert request.json == {"type": "report.render", "payload": {"month": "2026-10"},
+                            "priority": "high", "run_at": "2026-10-01T09:30:00+02:00",
+                            "tags": ["monthly"]}  # fmt: skip
+    assert isinstance(job, Job) and job.id == JOB_ID
+    with pytest.raises(InvalidInput, match="time zone"):
+        first_request(api().submit_job("report.render", run_at=datetime(2026, 10, 1)))
+    with pytest.raises(InvalidInput, match="list of strings"):
+        first_request(api().submit_job("report.render", tags="monthly"))
+
+
+def test_only_a_submission_with_a_dedupe_key_is_retried_after_a_lost_response() -> None:
+    lost = ConnectionFailed("read timeout", sent=True)
+    script = Script([lost, response(200, job_json(deduplicated=True))])
+    job = script.run(api().submit_job("report.render", dedupe_key="r-10"))
+    assert job.deduplicated and len(script.requests()) == 2
+    assert script.requests()[0].json == {"type": "report.render", "payload": None,
+                                         "dedupe_key": "r-10"}  # fmt: skip
+    script = Script([lost, response(201, job_json())])
+    with pytest.raises(ConnectionFailed):
+        script.run(api().submit_job("report.render"))
+    assert len(script.requests()) == 1
+
+
+def test_a_batch_takes_specs_and_mappings() -> None:
+    specs: list[JobSpec | dict[str, Any]] = [
+        JobSpec("report.render", {"month": "2026-09"}, dedupe_key="r-09"),
+        {"type": "report.render", "payload": {"month": "2026-10"}, "dedupe_key": "r-10"},
+    ]
+    script = Script([response(201, [job_json(), job_json(deduplicated=True)])])
+    jobs = script.run(api().submit_jobs(specs))
+    assert [j.deduplicated for j in jobs] == [False, True]
+    [request] = script.requests()
+    assert request.path == f"/v1/tenants/{TENANT}/jobs/batch" and request.idempotent
+    assert [j["payload"] for j in request.json["jobs"]] == [
+        {"month": "2026-09"},
+        {"month": "2026-10"},
+    ]
+    assert not first_request(api().submit_jobs([specs[0], JobSpec("report.render")])).idempotent
+    with pytest.raises(InvalidInput, match="not a job spec"):
+        first_request(api().submit_jobs([{"type": "report.render", "colour": "red"}]))
+    with pytest.raises(ParseError):
+        Script([response(201, job_json())]).run(api().submit_jobs(specs))
+
+
+def test_job_reads_build_their_queries_and_parse_pages() -> None:
+    page = {"jobs": [job_json(), job_json(id="j0")], "next_before": "j0"}
+    script = Script([response(200, page), response(200, job_json()), response(200, page)])
+    core = api()
+    got = script.run(core.jobs(["queued", "retrying"], "report.render", limit=2, before="j9"))
+    assert [j.id for j in got.jobs] == [JOB_ID, "j0"] and got.next_before == "j0"
+    assert script.run(core.get_job("a/b")).history[0].node == "logline-id://node/n1"
+    script.run(core.dead_letters(queue="reports"))
+    listed, one, dead = script.requests()
+    assert listed.params == (("state", "queued"), ("state", "retrying"), ("type", "report.render"),
+                             ("limit", "2"), ("before", "j9"))  # fmt: skip
+    assert one.path == f"/v1/tenants/{TENANT}/jobs/a%2Fb" and one.idempotent
+    assert (dead.path, dead.params) == (
+        f"/v1/tenants/{TENANT}/dead-letters",
+        (("queue", "reports"),),
+    )
+    assert first_request(core.jobs("running")).params == (("state", "running"),)
+    assert JobPage.from_json({"jobs": [], "next_before": None}) == JobPage((), None)
+
+
+def test_job_actions_and_their_problems() -> None:
+    core = api()
+    script = Script([response(200, job_json(state="cancelled")), response(200, job_json())])
+    assert script.run(core.cancel_job(JOB_ID)).state == "cancelled"
+    script.run(core.retry_job(JOB_ID))
+    assert [(r.method, r.path.rsplit("/", 2)[1:], r.idempotent) for r in script.requests()] == [
+        ("POST", [JOB_ID, "cancel"], False), ("POST", [JOB_ID, "retry"], False)]  # fmt: skip
+    with pytest.raises(ApiConflict, match="cannot be cancelled"):
+        Script([problem(409, "conflict", "job x is succeeded; it cannot be cancelled")]).run(
+            core.cancel_job(JOB_ID))  # fmt: skip
+    with pytest.raises(ApiNotFound):
+        Script([problem(404, "not-found", "no job")]).run(core.retry_job(JOB_ID))
+    schema_says = "payload does not match the schema of report.render at month: 'x' is not valid"
+    with pytest.raises(ApiInvalidInput, match="does not match the schema") as caught:
+        Script([problem(400, "invalid-input", schema_says)]).run(core.submit_job("report.render"))
+    assert caught.value.slug == "invalid-input" and str(caught.value) == schema_says
+
+
+def test_dead_letters_requeue_and_purge_and_job_types() -> None:
+    core = api()
+    script = Script([response(200, {"jobs": [job_json(state="queued")], "next_before": None}),
+                     response(200, ["j1", "j2"]), response(204)])  # fmt: skip
+    assert [j.state for j in script.run(core.requeue_dead_letters(ids=["j1"]))] == ["queued"]
+    assert script.run(core.purge_dead_letters("report.render", "reports")) == ["j1", "j2"]
+    schema = {"type": "object", "required": ["month"]}
+    assert script.run(core.register_job_type("report.render", schema)) is None
+    requeue, purge, register = script.requests()
+    assert requeue.path == f"/v1/tenants/{TENANT}/dead-letters/requeue"
+    assert requeue.json == {"type": None, "queue": None, "ids": ["j1"]}
+    assert purge.json == {"type": "report.render", "queue": "reports", "ids": []}
+    assert not (requeue.idempotent or purge.idempotent)
+    assert (register.method, register.path) == (
+        "PUT",
+        f"/v1/tenants/{TENANT}/job-types/report.render",
+    )
+    assert register.json == {"schema": schema} and register.idempotent
+    with pytest.raises(ParseError):
+        Script([response(200, [1])]).run(core.purge_dead_letters())
+
+
+def window_json(submitted: int = 0, seconds: float = 60.0) -> dict[str, Any]:
+    timing = {"mean": None, "p50": None, "p90": None, "p99": None}
+    return {"submitted": submitted, "started": 0, "succeeded": 0, "failed": 0, "dead": 0,
+            "cancelled": 0, "seconds": seconds, "throughput_per_s": 0.0, "failure_rate": None,
+            "wait_ms": timing, "run_ms": {**timing, "mean": 12.5, "p50": 11}}  # fmt: skip
+
+
+def group_json(**more: Any) -> dict[str, Any]:
+    states = {"queued": 2, "running": 0, "retrying": 0, "dead": 0, "failed": 0, "succeeded": 0,
+              "cancelled": 0}  # fmt: skip
+    totals = {"submitted": 2, "started": 0, "succeeded": 0, "failed": 0, "dead": 0, "cancelled": 0}
+    return {"states": states, "queue_depth": 2, "oldest_ready_age_s": 1.5, "totals": totals,
+            "windows": {"5m": window_json(2, 272.5)}, **more}  # fmt: skip
+
+
+def test_job_stats_queries_and_parsing() -> None:
+    summary = {"tenant": TENANT, "at": now_ts(), "windows": ["5m"], "total": group_json(),
+               "groups": [group_json(type="report.render", queue="default")]}  # fmt: skip
+    series = [{"minute": "2026-10-01T09:30", **window_json(2)}]
+    script = Script([response(200, summary), response(200, series)])
+    stats = script.run(api().job_stats(["5m", "1h"], queue="default"))
+    points = script.run(api().job_stats_series(30, "report.render"))
+    got, by_minute = script.requests()
+    assert (got.path, got.params) == (f"/v1/tenants/{TENANT}/stats",
+        (("window", "5m"), ("window", "1h"), ("queue", "default")))  # fmt: skip
+    assert (by_minute.path, by_minute.params) == (f"/v1/tenants/{TENANT}/stats/series",
+        (("minutes", "30"), ("type", "report.render")))  # fmt: skip
+    assert (stats.total.type, stats.total.totals["submitted"], stats.total.queue_depth) == (
+        None, 2, 2)  # fmt: skip
+    window = stats.total.windows["5m"]
+    assert (window.counts["submitted"], window.seconds, window.failure_rate) == (2, 272.5, None)
+    assert window.run_ms == Timing(12.5, 11.0, None, None) and window.wait_ms.mean is None
+    group = stats.group("report.render", "default")
+    assert group is not None and group.states["queued"] == 2
+    assert [(p.minute, p.stats.counts["submitted"]) for p in points] == [("2026-10-01T09:30", 2)]
+    assert first_request(api().job_stats()).params == ()
+    bad_states: dict[str, Any] = {**group_json(), "states": {"queued": "2"}}
+    bad_window: dict[str, Any] = {**group_json(), "windows": {"5m": {}}}
+    for broken in ({**summary, "total": bad_states}, {**summary, "groups": [bad_window]}):
+        with pytest.raises(ParseError):
+            JobStats.from_json(broken)
+    with pytest.raises(ParseError):
+        Script([response(200, {"minute": "x"})]).run(api().job_stats_series())

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from logline.client.errors import ApiConflict, ConnectionFailed
 from logline.engine.handlers import HandlerRegistry, JobContext, PermanentError, builtin_handlers
 from logline.engine.jobs import MAX_ERROR_CHARS
-from logline.engine.worker import Worker, one_line_error
-from logline.errors import Forbidden, Unauthenticated
+from logline.engine.worker import ReportBatcher, Worker, one_line_error
+from logline.errors import Forbidden, InvalidInput, LogLineError, Unauthenticated
 
 NODE = "logline-id://service/system.node.1"
 
@@ -36,6 +37,14 @@ class FakeNodeApi:
     on_beat: Callable[[str], httpx.Response] | None = None
     on_report: Callable[[str, int], httpx.Response | None] | None = None
     api_key_ok: bool = True
+    # The registry: what the node said when it registered, heartbeated and deregistered.
+    registered: list[dict[str, Any]] = field(default_factory=list)
+    node_beats: list[dict[str, Any]] = field(default_factory=list)
+    deregistered: list[dict[str, Any]] = field(default_factory=list)
+    on_node_beat: Callable[[dict[str, Any]], httpx.Response | None] | None = None
+    heartbeat_s: float = 0.05
+    refused: dict[str, int] = field(default_factory=dict)  # job id → status of its problem
+    report_requests: int = 0
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -44,24 +53,57 @@ class FakeNodeApi:
         if path == "/v1/auth/whoami":
             return httpx.Response(200, json={"identity": NODE})
         body = json.loads(request.content)
+        if path == "/v1/nodes/register":
+            self.registered.append(body)
+            session = f"0190a000-0000-7000-8000-{len(self.registered):012d}"
+            reply = {"identity": NODE, "session": session, "state": "online",
+                     "heartbeat_s": self.heartbeat_s}  # fmt: skip
+            return httpx.Response(200, json=reply)
+        if path == "/v1/nodes/heartbeat":
+            self.node_beats.append(body)
+            scripted = self.on_node_beat(body) if self.on_node_beat else None
+            return scripted or httpx.Response(200, json={"identity": NODE, "state": "online"})
+        if path == "/v1/nodes/deregister":
+            self.deregistered.append(body)
+            return httpx.Response(200, json={"identity": NODE, "state": "offline"})
         if path == "/v1/nodes/claim":
             given, self.jobs = self.jobs[: body["limit"]], self.jobs[body["limit"] :]
             if not given:
                 await asyncio.sleep(0.02)
             return httpx.Response(200, json={"jobs": given})
+        if path == "/v1/nodes/reports":
+            self.report_requests += 1
+            await asyncio.sleep(0.02)  # a batch on its way: the next one gathers
+            return self._reports(body["reports"])
         _, _, _, _, job_id, action = path.split("/")
-        if action == "heartbeat":
-            self.beats.append(job_id)
-            if self.on_beat is not None:
-                return self.on_beat(job_id)
-            return httpx.Response(200, json={"cancel_requested": False})
-        self.tries[job_id] = self.tries.get(job_id, 0) + 1
-        scripted = self.on_report(job_id, self.tries[job_id]) if self.on_report else None
-        if scripted is not None:
-            return scripted
-        self.reports[job_id] = (action, body)
-        state = "succeeded" if action == "complete" else "retrying"
-        return httpx.Response(200, json={"id": job_id, "state": state})
+        assert action == "heartbeat", path
+        self.beats.append(job_id)
+        if self.on_beat is not None:
+            return self.on_beat(job_id)
+        return httpx.Response(200, json={"cancel_requested": False})
+
+    def _reports(self, items: list[dict[str, Any]]) -> httpx.Response:
+        """A batch of reports: a scripted answer for any item answers for the whole batch (as
+        a 5xx or a refused batch would); each recorded one as the action it stands for."""
+        results = []
+        for item in items:
+            job_id = item.pop("job_id")
+            self.tries[job_id] = self.tries.get(job_id, 0) + 1
+            scripted = self.on_report(job_id, self.tries[job_id]) if self.on_report else None
+            if scripted is not None:
+                return scripted
+            if job_id in self.refused:
+                status = self.refused[job_id]
+                refusal = {"type": "urn:logline:problem:conflict", "status": status}
+                results.append({"job_id": job_id, "state": None, "problem": refusal})
+                continue
+            outcome = item.pop("outcome")
+            if outcome != "succeeded":
+                item["cancelled"] = outcome == "cancelled"
+            self.reports[job_id] = ("complete" if outcome == "succeeded" else "fail", item)
+            state = "succeeded" if outcome == "succeeded" else "retrying"
+            results.append({"job_id": job_id, "state": state, "problem": None})
+        return httpx.Response(200, json={"results": results})
 
 
 def problem(status: int, slug: str) -> httpx.Response:
@@ -258,7 +300,129 @@ def test_a_refused_claim_drains_then_raises() -> None:
     assert fake.reports["a"][0] == "complete"
 
 
+def test_the_node_registers_heartbeats_drains_and_deregisters() -> None:
+    fake = FakeNodeApi([job("a", "logline.sleep", {"seconds": 0.4})])
+
+    async def main() -> Worker:
+        worker = Worker("http://server", "k", registry(), transport=httpx.MockTransport(fake),
+                        wait_s=0.05, concurrency=3, labels={"zone": "eu-1"})  # fmt: skip
+        task = asyncio.create_task(worker.serve(handle_signals=False))
+        while not any(beat["running"] == 1 for beat in fake.node_beats):
+            await asyncio.sleep(0.01)
+        worker.stop()  # while the job runs: the node reports draining at once
+        await asyncio.wait_for(task, 10)
+        return worker
+
+    worker = asyncio.run(main())
+    [registration] = fake.registered
+    assert registration["labels"] == {"zone": "eu-1"} and registration["queues"] == ["default"]
+    assert registration["concurrency"] == 3 and "logline.sleep" in registration["types"]
+    assert registration["pid"] > 0 and registration["host"] and registration["version"]
+    assert worker.session is not None and worker.heartbeat_s == fake.heartbeat_s
+    assert {beat["session"] for beat in fake.node_beats} == {worker.session}
+    draining = [beat for beat in fake.node_beats if beat["draining"]]
+    assert draining and draining[0]["running"] == 1  # reported before the drain ended
+    assert fake.reports["a"][0] == "complete"
+    assert fake.deregistered == [{"session": worker.session}]
+
+
+def test_registration_waits_for_the_server() -> None:
+    fake = FakeNodeApi([job("a", "logline.noop")])
+    refused = 0
+    inner = fake.__call__
+
+    async def down_at_first(request: httpx.Request) -> httpx.Response:
+        nonlocal refused
+        if request.url.path == "/v1/nodes/register" and refused < 1:
+            refused += 1
+            raise httpx.ConnectError("refused")
+        return await inner(request)
+
+    worker = Worker("http://server", "k", registry(), wait_s=0.05,
+                    transport=httpx.MockTransport(down_at_first))  # fmt: skip
+
+    async def main() -> None:
+        task = asyncio.create_task(worker.serve(handle_signals=False))
+        while "a" not in fake.reports:
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert refused == 1 and len(fake.registered) == 1
+
+
+def test_a_superseded_session_stops_the_beats_but_not_the_jobs() -> None:
+    fake = FakeNodeApi([job("a", "logline.sleep", {"seconds": 0.4})])
+    fake.on_node_beat = lambda body: problem(409, "conflict")
+    asyncio.run(serve(fake, lambda: "a" in fake.reports))
+    assert len(fake.node_beats) == 1 and fake.reports["a"][0] == "complete"
+
+
+def test_a_node_the_server_forgot_registers_again() -> None:
+    fake = FakeNodeApi([job("a", "logline.sleep", {"seconds": 0.4})])
+    fake.on_node_beat = lambda body: problem(404, "not-found") if len(fake.registered) < 2 else None
+    asyncio.run(serve(fake, lambda: "a" in fake.reports and len(fake.node_beats) >= 3))
+    assert len(fake.registered) == 2
+    assert fake.node_beats[-1]["session"] != fake.node_beats[0]["session"]
+
+
+def test_bad_labels_are_refused_at_once() -> None:
+    with pytest.raises(InvalidInput, match="label key"):
+        Worker("http://server", "k", registry(), labels={"no spaces": "x"})
+
+
 def test_error_lines() -> None:
     assert one_line_error(RuntimeError("a\n  b")) == "a b"
     assert one_line_error(ValueError("x")) == "ValueError: x"
     assert one_line_error(PermanentError()) == "PermanentError"
+
+
+def test_reports_of_jobs_ending_together_share_requests() -> None:
+    jobs = [job(str(i), "logline.noop") for i in range(30)]
+    fake = FakeNodeApi(jobs, refused={"7": 409})
+    worker = asyncio.run(serve(fake, lambda: len(fake.reports) == 29, concurrency=30))
+    assert fake.report_requests < 10
+    assert worker.counts["succeeded"] == 29 and worker.counts["lost"] == 1
+    assert "7" not in fake.reports
+
+
+def test_the_batcher_sends_what_gathered_and_answers_each_report() -> None:
+    sent: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def send(items: list[dict[str, Any]]) -> list[str | LogLineError]:
+        sent.append([item["id"] for item in items])
+        if len(sent) == 1:
+            await gate.wait()
+        return [ApiConflict(409, {"detail": "gone"}) if i["id"] == "b" else "succeeded"
+                for i in items]  # fmt: skip
+
+    async def main() -> list[Any]:
+        batcher = ReportBatcher(send)
+        first = asyncio.create_task(batcher.send({"id": "a"}))
+        await asyncio.sleep(0.01)  # "a" is on its way; these gather meanwhile
+        rest = [asyncio.create_task(batcher.send({"id": i})) for i in ("b", "c", "d")]
+        await asyncio.sleep(0.01)
+        gate.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert sent == [["a"], ["b", "c", "d"]]
+    assert results[0] == "succeeded" and isinstance(results[1], ApiConflict)
+    assert results[2:] == ["succeeded", "succeeded"]
+
+
+def test_a_batch_that_fails_fails_each_of_its_reports() -> None:
+    async def send(items: list[dict[str, Any]]) -> list[str | LogLineError]:
+        raise ConnectionFailed("refused", sent=False)
+
+    async def main() -> list[Any]:
+        batcher = ReportBatcher(send)
+        return list(
+            await asyncio.gather(
+                batcher.send({"id": "a"}), batcher.send({"id": "b"}), return_exceptions=True
+            )
+        )
+
+    assert all(isinstance(r, ConnectionFailed) for r in asyncio.run(main()))

@@ -5,6 +5,7 @@
     logline job list --state running
     logline job show 0192...          # the job, its result or error, and every attempt
     logline job cancel 0192... ; logline job retry 0192...
+    logline job stats --window 5m --window 1h
     logline dead-letters list ; logline dead-letters requeue --type report.render
 
 Every command takes `--server` (`LOGLINE_SERVER`), `--token` (`LOGLINE_TOKEN`) or `--api-key`
@@ -204,6 +205,59 @@ def list_jobs(
         emit_json(page)
     else:
         _print_jobs("jobs", page["jobs"])
+
+
+def _ms(timing: dict[str, Any], key: str) -> str:
+    value = timing.get(key)
+    return "-" if value is None else f"{value:,.1f}"
+
+
+@app.command("stats")
+def stats(
+    windows: Annotated[
+        list[str] | None,
+        typer.Option("--window", help="1m, 5m, 15m, 1h, 6h or 24h (repeatable; default 5m)."),
+    ] = None,
+    job_type: TypeFilter = None,
+    queue: QueueFilter = None,
+    server: ServerOption = DEFAULT_SERVER,
+    token: TokenOption = None,
+    api_key: ApiKeyOption = None,
+    tenant: TenantOption = "default",
+    as_json: JsonOption = False,
+) -> None:
+    """Per type and queue: jobs by state, queue depth, and over each window throughput,
+    failure rate and wait and run time percentiles (milliseconds)."""
+    params: dict[str, Any] = {"window": windows or ["5m"]}
+    params.update({k: v for k, v in (("type", job_type), ("queue", queue)) if v is not None})
+    with _remote(server, token, api_key) as remote:
+        summary = remote.call("GET", f"/v1/tenants/{tenant}/stats", params=params)
+    if as_json:
+        emit_json(summary)
+        return
+    if not summary["groups"]:
+        note("no jobs")
+        return
+    live = table("jobs now", ["type", "queue", "queued", "running", "retrying", "dead letters",
+                              "succeeded", "ready", "oldest ready"])  # fmt: skip
+    rows = [*summary["groups"], {"type": "all", "queue": "", **summary["total"]}]
+    for group in rows:
+        states, oldest = group["states"], group["oldest_ready_age_s"]
+        live.add_row(group["type"], group["queue"], str(states["queued"]), str(states["running"]),
+                     str(states["retrying"]), str(states["dead"] + states["failed"]),
+                     str(states["succeeded"]), str(group["queue_depth"]),
+                     "-" if oldest is None else f"{oldest:,.1f} s")  # fmt: skip
+    out.print(live)
+    for name in summary["windows"]:
+        grid = table(f"last {name}", ["type", "queue", "succeeded/s", "failure rate",
+                                      "wait p50", "wait p99", "run p50", "run p99"])  # fmt: skip
+        for group in rows:
+            w = group["windows"][name]
+            rate = "-" if w["failure_rate"] is None else f"{w['failure_rate']:.1%}"
+            grid.add_row(group["type"], group["queue"], f"{w['throughput_per_s']:,.2f}", rate,
+                         _ms(w["wait_ms"], "p50"), _ms(w["wait_ms"], "p99"),
+                         _ms(w["run_ms"], "p50"), _ms(w["run_ms"], "p99"))  # fmt: skip
+        out.print(grid)
 
 
 def _act(action: str, job_id: str, server: str, token: str | None, api_key: str | None,

@@ -9,7 +9,19 @@ from typing import Annotated
 
 import typer
 
-from logline.cli import bundles, edits, ids, jobs, logs, onboard, server, spans, worker
+from logline.cli import (
+    bundles,
+    edits,
+    ids,
+    jobs,
+    logs,
+    nodes,
+    onboard,
+    schedules,
+    server,
+    spans,
+    worker,
+)
 from logline.cli.common import Settings, settings
 from logline.cli.output import fields, mask_url, one_line
 from logline.config import CONFIG_FILE, DB_FILE, KEY_FILE, KEYSTORE_FILE, check_instance_name
@@ -98,6 +110,8 @@ app.command("up", rich_help_panel=SERVE)(server.up)
 app.command("worker", rich_help_panel=SERVE)(worker.worker)
 app.add_typer(jobs.app, name="job", rich_help_panel=JOBS)
 app.add_typer(jobs.dead_letters_app, name="dead-letters", rich_help_panel=JOBS)
+app.add_typer(schedules.app, name="schedule", rich_help_panel=JOBS)
+app.add_typer(nodes.app, name="node", rich_help_panel=JOBS)
 app.add_typer(spans.app, name="span", rich_help_panel=WRITE)
 app.command("replay", rich_help_panel=WRITE)(edits.replay)
 app.command("revert", rich_help_panel=WRITE)(edits.revert)

@@ -9,6 +9,7 @@
                                           {"amount": 42}, wait="checkpointed")
         client.verify_receipt(appended.receipt)   # log key pinned on first use, or log_key=...
         page = client.query(kind="payment.*", limit=50)             # page.next_cursor
+        job = client.submit_job("report.render", {"month": "2026-10"}, priority="high")
         for event in client.subscribe(cursor=saved_cursor):         # resumes by itself
             print(event)
 
@@ -16,7 +17,7 @@ Layers, each usable alone:
 
 - `protocol`, `core`, `api`, `stream`: operations (generators of actions) holding all logic —
   requests, retries with backoff (`retry`), token refresh, receipt checks, stream resume;
-- `sse`, `models`, `errors`: wire formats, typed results, and the `ApiError` classes;
+- `sse`, `models`, `jobs`, `errors`: wire formats, typed results, and the `ApiError` classes;
 - `sync` and `aio`: the transports, carrying out actions with httpx.
 """
 
@@ -34,6 +35,17 @@ from logline.client.errors import (
     ApiUnauthenticated,
     ApiUnknownAuthor,
     ConnectionFailed,
+)
+from logline.client.jobs import (
+    Job,
+    JobAttempt,
+    JobPage,
+    JobSpec,
+    JobStats,
+    JobStatsGroup,
+    StatsPoint,
+    Timing,
+    WindowStats,
 )
 from logline.client.models import (
     ApiKeyCreated,
@@ -78,6 +90,12 @@ __all__ = [
     "EntryRange",
     "HeartbeatEvent",
     "IdentityInfo",
+    "Job",
+    "JobAttempt",
+    "JobPage",
+    "JobSpec",
+    "JobStats",
+    "JobStatsGroup",
     "LiveEvent",
     "LogInfo",
     "LoggedSpan",
@@ -88,7 +106,10 @@ __all__ = [
     "RetryPolicy",
     "Signer",
     "SpanEvent",
+    "StatsPoint",
     "Subscription",
+    "Timing",
     "TokenSet",
     "WhoAmI",
+    "WindowStats",
 ]

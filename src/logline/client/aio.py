@@ -13,7 +13,7 @@ their actions (send, sleep, read the stream) is asynchronous here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from random import Random
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -25,6 +25,7 @@ from logline.client import transport as wire
 from logline.client.api import Api, QueryFilters
 from logline.client.core import RetryNotice
 from logline.client.errors import ConnectionFailed
+from logline.client.jobs import Job, JobOptions, JobPage, JobSpec, JobStats, StatsPoint
 from logline.client.models import (
     ApiKeyCreated,
     Appended,
@@ -329,6 +330,69 @@ class AsyncClient:
     async def onboard(self, identity_span: Span, display_name: str | None = None,
                       first_span: Span | None = None) -> Onboarded:  # fmt: skip
         return await self._run(self.api.onboard(identity_span, display_name, first_span))
+
+    # --- jobs -------------------------------------------------------------------------------------
+
+    async def submit_job(
+        self, type: str, payload: Any = None, **options: Unpack[JobOptions]
+    ) -> Job:
+        return await self._run(self.api.submit_job(type, payload, **options))
+
+    async def submit_jobs(self, specs: Sequence[JobSpec | Mapping[str, Any]]) -> list[Job]:
+        return await self._run(self.api.submit_jobs(specs))
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self._run(self.api.get_job(job_id))
+
+    async def jobs(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        return await self._run(self.api.jobs(state, type, queue, limit, before))
+
+    async def cancel_job(self, job_id: str) -> Job:
+        return await self._run(self.api.cancel_job(job_id))
+
+    async def retry_job(self, job_id: str) -> Job:
+        return await self._run(self.api.retry_job(job_id))
+
+    async def dead_letters(
+        self,
+        *,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        return await self._run(self.api.dead_letters(type, queue, limit, before))
+
+    async def requeue_dead_letters(
+        self, *, type: str | None = None, queue: str | None = None, ids: Sequence[str] = ()
+    ) -> list[Job]:
+        return await self._run(self.api.requeue_dead_letters(type, queue, ids))
+
+    async def purge_dead_letters(
+        self, *, type: str | None = None, queue: str | None = None, ids: Sequence[str] = ()
+    ) -> list[str]:
+        return await self._run(self.api.purge_dead_letters(type, queue, ids))
+
+    async def register_job_type(self, type: str, schema: Mapping[str, Any]) -> None:
+        await self._run(self.api.register_job_type(type, schema))
+
+    async def job_stats(
+        self, *, windows: Sequence[str] = (), type: str | None = None, queue: str | None = None
+    ) -> JobStats:
+        return await self._run(self.api.job_stats(windows, type, queue))
+
+    async def job_stats_series(
+        self, *, minutes: int | None = None, type: str | None = None, queue: str | None = None
+    ) -> list[StatsPoint]:
+        return await self._run(self.api.job_stats_series(minutes, type, queue))
 
     # --- the live stream --------------------------------------------------------------------------
 

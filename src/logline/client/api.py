@@ -1,4 +1,4 @@
-"""The API's endpoints as operations: spans, receipts, the log, identities, onboarding.
+"""The API's endpoints as operations: spans, receipts, the log, identities, onboarding, jobs.
 
     >>> api = Api("acme", token="eyJ...")
     >>> alice = Signer.generate("logline-id://person/alice")
@@ -14,12 +14,22 @@ land, the span is fetched and, when it is byte for byte the one sent, its receip
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, Unpack
 from urllib.parse import quote
 
 from logline.client.core import Core
 from logline.client.errors import ApiError, ApiNotFound, error_for
+from logline.client.jobs import (
+    Job,
+    JobOptions,
+    JobPage,
+    JobSpec,
+    JobStats,
+    StatsPoint,
+    jobs_of,
+    series_of,
+)
 from logline.client.models import (
     ApiKeyCreated,
     Appended,
@@ -279,6 +289,121 @@ class Api(Core):
             body["first_span"] = first_span.to_json()
         request = Request("POST", "/v1/onboard", json=body)
         return Onboarded.from_json((yield from self.call_json(request)))
+
+    # --- jobs -------------------------------------------------------------------------------------
+
+    def submit_job(
+        self, type: str, payload: Any = None, **options: Unpack[JobOptions]
+    ) -> Operation[Job]:
+        """Queue a job (options: `JobOptions`). With a `dedupe_key` already used in the tenant,
+        the job that used it, `deduplicated`. Only a submission with a dedupe key is retried
+        after a lost response (a retry whose first try landed gets that job back, deduplicated);
+        without one, a retry could queue the job twice."""
+        spec = JobSpec(type, payload, **options)
+        request = Request("POST", self._path("/jobs"), json=spec.to_json(),
+                          idempotent=spec.dedupe_key is not None)  # fmt: skip
+        return Job.from_json((yield from self.call_json(request)))
+
+    def submit_jobs(self, specs: Sequence[JobSpec | Mapping[str, Any]]) -> Operation[list[Job]]:
+        """Queue jobs atomically, in order: all are queued (or deduplicated), or none (the error
+        says why). Retried after a lost response only when every job has a dedupe key."""
+        jobs = [JobSpec.of(spec) for spec in specs]
+        body = {"jobs": [job.to_json() for job in jobs]}
+        idempotent = bool(jobs) and all(job.dedupe_key is not None for job in jobs)
+        request = Request("POST", self._path("/jobs/batch"), json=body, idempotent=idempotent)
+        return jobs_of((yield from self.call_json(request)), "job batch")
+
+    def get_job(self, job_id: str) -> Operation[Job]:
+        """A job with its `history` of attempts."""
+        return Job.from_json((yield from self._get(f"/jobs/{quote(job_id, safe='')}")))
+
+    def jobs(
+        self,
+        state: str | Sequence[str] | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> Operation[JobPage]:
+        """One page of jobs, newest first, in any of the states `state` names and of `type` and
+        `queue`; pass `next_before` back as `before` for the next page."""
+        states = None if state is None else [state] if isinstance(state, str) else list(state)
+        query = params(state=states, type=type, queue=queue, limit=limit, before=before)
+        return JobPage.from_json((yield from self._get("/jobs", query)))
+
+    def _act_on(self, job_id: str, action: str) -> Operation[Job]:
+        request = Request("POST", self._path(f"/jobs/{quote(job_id, safe='')}/{action}"))
+        return Job.from_json((yield from self.call_json(request)))
+
+    def cancel_job(self, job_id: str) -> Operation[Job]:
+        """Cancel a queued or retrying job now; a running one is asked to stop (its
+        `cancel_requested`). A job in any other state is an `ApiConflict`."""
+        return (yield from self._act_on(job_id, "cancel"))
+
+    def retry_job(self, job_id: str) -> Operation[Job]:
+        """Run a retrying job now, or requeue a dead letter; else an `ApiConflict`."""
+        return (yield from self._act_on(job_id, "retry"))
+
+    def dead_letters(
+        self,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> Operation[JobPage]:
+        """One page of dead letters (jobs dead or failed), newest first."""
+        query = params(type=type, queue=queue, limit=limit, before=before)
+        return JobPage.from_json((yield from self._get("/dead-letters", query)))
+
+    def _dead_letters(
+        self, action: str, type: str | None, queue: str | None, ids: Sequence[str]
+    ) -> Operation[Any]:
+        body = {"type": type, "queue": queue, "ids": list(ids)}
+        request = Request("POST", self._path(f"/dead-letters/{action}"), json=body)
+        return (yield from self.call_json(request))
+
+    def requeue_dead_letters(
+        self, type: str | None = None, queue: str | None = None, ids: Sequence[str] = ()
+    ) -> Operation[list[Job]]:
+        """Requeue the dead letters that match every filter given (none: all, up to 1000), each
+        with as many attempts as it was first given; the jobs requeued."""
+        data = yield from self._dead_letters("requeue", type, queue, ids)
+        return list(JobPage.from_json(data).jobs)
+
+    def purge_dead_letters(
+        self, type: str | None = None, queue: str | None = None, ids: Sequence[str] = ()
+    ) -> Operation[list[str]]:
+        """Forget the matching dead letters (their history stays on the log); their ids."""
+        data = yield from self._dead_letters("purge", type, queue, ids)
+        if not isinstance(data, list) or not all(isinstance(i, str) for i in data):
+            raise ParseError("purged dead letters: expected a list of job ids")
+        return data
+
+    def register_job_type(self, type: str, schema: Mapping[str, Any]) -> Operation[None]:
+        """Register (or replace) the JSON Schema (2020-12) that payloads of `type` must match;
+        a payload that does not is refused with an `ApiInvalidInput` saying where and why."""
+        request = Request("PUT", self._path(f"/job-types/{quote(type, safe='')}"),
+                          json={"schema": dict(schema)}, idempotent=True)  # fmt: skip
+        yield from self.call_json(request)
+
+    def job_stats(
+        self,
+        windows: Sequence[str] = (),
+        type: str | None = None,
+        queue: str | None = None,
+    ) -> Operation[JobStats]:
+        """The jobs in total and per type and queue: counts by state, queue depth, and per
+        window (1m, 5m, 15m, 1h, 6h, 24h; default 1m, 5m, 1h, 24h) throughput, failure rate and
+        wait and run times."""
+        query = params(window=list(windows) or None, type=type, queue=queue)
+        return JobStats.from_json((yield from self._get("/stats", query)))
+
+    def job_stats_series(
+        self, minutes: int | None = None, type: str | None = None, queue: str | None = None
+    ) -> Operation[list[StatsPoint]]:
+        """One point per minute of the last `minutes` (server default 60), oldest first."""
+        query = params(minutes=minutes, type=type, queue=queue)
+        return series_of((yield from self._get("/stats/series", query)))
 
 
 def _check_entry(receipt: Receipt, span: Span) -> None:

@@ -43,6 +43,22 @@ def optional(data: Any, name: str, kind: type[T], what: str) -> T | None:
     return field(data, name, kind, what)
 
 
+def number(data: Any, name: str, what: str) -> float:
+    """`data[name]` as a float: JSON has one kind of number, so `2` is as good as `2.0`."""
+    if not isinstance(data, dict):
+        raise ParseError(f"{what} is not a JSON object")
+    value = data.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ParseError(f"{what}: {name!r} is missing or not a number")
+    return float(value)
+
+
+def optional_number(data: Any, name: str, what: str) -> float | None:
+    if isinstance(data, dict) and data.get(name) is None:
+        return None
+    return number(data, name, what)
+
+
 def strings(data: Any, name: str, what: str) -> tuple[str, ...]:
     items = field(data, name, list, what)
     if not all(isinstance(item, str) for item in items):

@@ -15,7 +15,7 @@ The methods mirror `AsyncClient` one for one; their docstrings are on `Api`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from random import Random
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -26,6 +26,7 @@ from logline.client import transport as wire
 from logline.client.api import Api, QueryFilters
 from logline.client.core import RetryNotice
 from logline.client.errors import ConnectionFailed
+from logline.client.jobs import Job, JobOptions, JobPage, JobSpec, JobStats, StatsPoint
 from logline.client.models import (
     ApiKeyCreated,
     Appended,
@@ -315,6 +316,67 @@ class Client:
     def onboard(self, identity_span: Span, display_name: str | None = None,
                 first_span: Span | None = None) -> Onboarded:  # fmt: skip
         return self._run(self.api.onboard(identity_span, display_name, first_span))
+
+    # --- jobs -------------------------------------------------------------------------------------
+
+    def submit_job(self, type: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
+        return self._run(self.api.submit_job(type, payload, **options))
+
+    def submit_jobs(self, specs: Sequence[JobSpec | Mapping[str, Any]]) -> list[Job]:
+        return self._run(self.api.submit_jobs(specs))
+
+    def get_job(self, job_id: str) -> Job:
+        return self._run(self.api.get_job(job_id))
+
+    def jobs(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        return self._run(self.api.jobs(state, type, queue, limit, before))
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self._run(self.api.cancel_job(job_id))
+
+    def retry_job(self, job_id: str) -> Job:
+        return self._run(self.api.retry_job(job_id))
+
+    def dead_letters(
+        self,
+        *,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> JobPage:
+        return self._run(self.api.dead_letters(type, queue, limit, before))
+
+    def requeue_dead_letters(
+        self, *, type: str | None = None, queue: str | None = None, ids: Sequence[str] = ()
+    ) -> list[Job]:
+        return self._run(self.api.requeue_dead_letters(type, queue, ids))
+
+    def purge_dead_letters(
+        self, *, type: str | None = None, queue: str | None = None, ids: Sequence[str] = ()
+    ) -> list[str]:
+        return self._run(self.api.purge_dead_letters(type, queue, ids))
+
+    def register_job_type(self, type: str, schema: Mapping[str, Any]) -> None:
+        self._run(self.api.register_job_type(type, schema))
+
+    def job_stats(
+        self, *, windows: Sequence[str] = (), type: str | None = None, queue: str | None = None
+    ) -> JobStats:
+        return self._run(self.api.job_stats(windows, type, queue))
+
+    def job_stats_series(
+        self, *, minutes: int | None = None, type: str | None = None, queue: str | None = None
+    ) -> list[StatsPoint]:
+        return self._run(self.api.job_stats_series(minutes, type, queue))
 
     # --- the live stream --------------------------------------------------------------------------
 

@@ -46,6 +46,12 @@ JOB_COLUMNS = (
 )
 
 
+def check_queue(queue: str) -> str:
+    if not isinstance(queue, str) or not _QUEUE.fullmatch(queue):
+        raise InvalidInput(f"queue must be 1-64 of a-z, 0-9, '.', '_', '-', got {queue!r}")
+    return queue
+
+
 @dataclass(frozen=True, slots=True)
 class JobRequest:
     """A job to submit; validated by `check()`."""
@@ -65,8 +71,7 @@ class JobRequest:
     def check(self) -> bytes:
         """Validate everything but the type's payload schema; the canonical payload bytes."""
         check_kind(self.type)
-        if not _QUEUE.fullmatch(self.queue):
-            raise InvalidInput(f"queue must be 1-64 of a-z, 0-9, '.', '_', '-', got {self.queue!r}")
+        check_queue(self.queue)
         if self.priority not in PRIORITIES:
             raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}")
         if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
@@ -152,6 +157,34 @@ class Job:
                 for a in self.history
             ],
         }  # fmt: skip
+
+
+OUTCOMES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The end of an attempt, as the node that ran it reports it: `succeeded` with a result,
+    `failed` with an error (retried if `retryable` and attempts are left, else a dead letter),
+    or `cancelled` (it stopped on a cancellation request)."""
+
+    tenant: str
+    job_id: str
+    attempt: int
+    outcome: str
+    result: Any = None
+    error: str | None = None
+    retryable: bool = True
+
+    def check(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
+        if self.outcome == "succeeded":
+            size = len(canonicalize(self.result))
+            if size > MAX_RESULT_BYTES:
+                raise InvalidInput(f"result is {size} bytes; at most {MAX_RESULT_BYTES}")
+        elif not self.error:
+            raise InvalidInput(f"a {self.outcome} attempt needs an error")
 
 
 def backoff(job: Job, now: datetime, rng: random.Random) -> datetime:

@@ -33,16 +33,17 @@ from logline.engine.jobs import (
     DEAD_LETTERS,
     JOB_COLUMNS,
     MAX_ERROR_CHARS,
-    MAX_RESULT_BYTES,
     PRIORITIES,
     STATES,
     Attempt,
     Job,
     JobRequest,
+    Report,
     backoff,
     utc,
 )
-from logline.errors import Conflict, InvalidInput, NotFound
+from logline.engine.stats import JobStats, Tally, ms_between
+from logline.errors import Conflict, InvalidInput, LogLineError, NotFound
 from logline.identity.ids import uuid7
 from logline.identity.keys import PrivateKey
 from logline.ledger.admission import Prepared
@@ -86,13 +87,16 @@ class JobQueue:
         self.rng = rng or random.Random()
         self._last_tenant = ""  # the tenant a claim served last: the next starts after it
         self._turn_lock = threading.Lock()
+        self.stats = JobStats(self.store)
         # Called after jobs became claimable (submitted, requeued, retried now): wakes waiting
         # claimers in this process; must be quick and must not raise.
         self.listeners: list[Callable[[], None]] = []
 
     # --- recording --------------------------------------------------------------------------------
 
-    def _span(self, job: Job, kind: str, title: str, **details: Any) -> Prepared:
+    def _span(
+        self, job: Job, kind: str, title: str, cause: str | None = None, **details: Any
+    ) -> Prepared:
         payload = {
             "job": job.id,
             "type": job.type,
@@ -108,7 +112,7 @@ class JobQueue:
             kind=kind,
             title=title,
             payload=payload,
-            caused_by=job.span_id if kind != "job.queued" else None,
+            caused_by=job.span_id if kind != "job.queued" else cause,
             flow_id=job.id,
             tags=["job"],
         )
@@ -116,24 +120,7 @@ class JobQueue:
 
     def _save(self, c: Connection, job: Job, record: Prepared) -> Job:
         job = _replace(job, span_id=record.span.id)
-        c.run(
-            "update_job",
-            {
-                "id": job.id,
-                "state": job.state,
-                "run_at": job.run_at,
-                "attempts": job.attempts,
-                "max_attempts": job.max_attempts,
-                "node": job.node,
-                "lease_expires": job.lease_expires,
-                "cancel_requested": int(job.cancel_requested),
-                "result": None if job.result is None else canonicalize(job.result).decode(),
-                "error": job.error,
-                "updated_at": job.updated_at,
-                "finished_at": job.finished_at,
-                "span_id": job.span_id,
-            },
-        )
+        c.run("update_job", _row(job))
         return job
 
     def _locked(self, c: Connection, tenant: str, job_id: str) -> Job:
@@ -160,7 +147,9 @@ class JobQueue:
 
         def work(tx: Tx, received: str) -> tuple[list[Prepared], list[tuple[Job, bool]]]:
             c = _conn(tx)
-            now = format_ts(self.clock())
+            moment = self.clock()
+            now = format_ts(moment)
+            tally = Tally(moment)
             records: list[Prepared] = []
             out: list[tuple[Job, bool]] = []
             batch_keys: dict[str, Job] = {}
@@ -177,8 +166,12 @@ class JobQueue:
                 job, record = self._insert(c, tenant, request, payload, now)
                 if key is not None:
                     batch_keys[key] = job
+                tally.count(job, "submitted")
                 records.append(record)
                 out.append((job, True))
+            if records:
+                tally.flush(c)
+                tx.announce_jobs(tenant)
             return records, out
 
         _, out = self.log.transact(tenant, work)
@@ -187,8 +180,17 @@ class JobQueue:
         return list(out)
 
     def _insert(
-        self, c: Connection, tenant: str, request: JobRequest, payload: bytes, now: str
+        self,
+        c: Connection,
+        tenant: str,
+        request: JobRequest,
+        payload: bytes,
+        now: str,
+        cause: str | None = None,
+        **details: Any,
     ) -> tuple[Job, Prepared]:
+        """Insert a queued job; `cause` (the span it was queued for, if any) and `details` go
+        into its `job.queued` span."""
         job = Job(
             id=uuid7(),
             tenant=tenant,
@@ -224,6 +226,8 @@ class JobQueue:
             priority=request.priority,
             run_at=job.run_at,
             dedupe_key=job.dedupe_key,
+            cause=cause,
+            **details,
         )
         job = _replace(job, span_id=record.span.id)
         c.run(
@@ -359,7 +363,7 @@ class JobQueue:
             c = _conn(tx)
             moment = self.clock()
             now, lease = format_ts(moment), format_ts(moment + timedelta(seconds=lease_s))
-            ids = c.all(
+            rows = c.all(
                 "claim_candidates",
                 {
                     "tenant": tenant,
@@ -370,9 +374,11 @@ class JobQueue:
                     "limit": limit,
                 },
             )
-            records, jobs = [], []
-            for (job_id,) in ids:
-                job = self._locked(c, tenant, str(job_id))
+            records, jobs, attempts = [], [], []
+            tally = Tally(moment)
+            for row in rows:
+                job = Job.from_row(row)
+                tally.started(job, ms_between(job.run_at, now))
                 job = _replace(
                     job,
                     state="running",
@@ -383,12 +389,14 @@ class JobQueue:
                     error=None,
                 )
                 record = self._span(job, "job.started", f"{job.type} started", node=node)
-                jobs.append(self._save(c, job, record))
+                jobs.append(_replace(job, span_id=record.span.id))
                 records.append(record)
-                c.run(
-                    "insert_attempt",
-                    {"job_id": job.id, "attempt": job.attempts, "node": node, "started_at": now},
+                attempts.append(
+                    {"job_id": job.id, "attempt": job.attempts, "node": node, "started_at": now}
                 )
+            c.many("update_job", [_row(job) for job in jobs])
+            c.many("insert_attempt", attempts)
+            tally.flush(c)
             return records, jobs
 
         _, jobs = self.log.transact(tenant, work)
@@ -415,59 +423,102 @@ class JobQueue:
             raise Conflict(f"{node} no longer holds job {job_id} (attempt {attempt})")
         return bool(Job.from_row(row).cancel_requested)
 
-    def _finish_attempt(
-        self,
-        tenant: str,
-        job_id: str,
-        node: str,
-        attempt: int,
-        change: Callable[[Job, str], tuple[Job, str, str, dict[str, Any]]],
-        outcome: str,
-        error: str | None,
-    ) -> Job:
-        def work(tx: Tx, received: str) -> tuple[list[Prepared], Job]:
-            c = _conn(tx)
-            job = self._locked(c, tenant, job_id)
-            if job.state != "running" or job.node != node or job.attempts != attempt:
-                raise Conflict(
-                    f"{node} no longer holds job {job_id} (attempt {attempt}); it is {job.state}"
-                )
-            now = format_ts(self.clock())
-            job, kind, title, details = change(job, now)
-            record = self._span(job, kind, title, node=node, **details)
-            c.run(
-                "end_attempt",
-                {
-                    "job_id": job_id,
-                    "attempt": attempt,
-                    "ended_at": now,
-                    "outcome": outcome,
-                    "error": error,
-                },
+    def report(self, node: str, reports: Sequence[Report]) -> list[Job | LogLineError]:
+        """Record the ends of attempts `node` ran: per report, the job after it, or the error
+        that refused that report alone (Conflict: the node no longer holds the job; NotFound).
+        One transaction per tenant, so a batch costs one commit however many jobs it ends."""
+        if not 1 <= len(reports) <= MAX_CLAIM:
+            raise InvalidInput(f"report 1 to {MAX_CLAIM} attempts at a time")
+        for report in reports:
+            report.check()
+        results: list[Job | LogLineError | None] = [None] * len(reports)
+        by_tenant: dict[str, list[int]] = {}
+        for i, report in enumerate(reports):
+            by_tenant.setdefault(report.tenant, []).append(i)
+        for tenant, indexes in by_tenant.items():
+
+            def work(
+                tx: Tx, received: str, indexes: list[int] = indexes
+            ) -> tuple[list[Prepared], None]:
+                c = _conn(tx)
+                moment = self.clock()
+                tally = Tally(moment)
+                records = []
+                for i in indexes:
+                    try:
+                        record, results[i] = self._end(c, node, reports[i], moment, tally)
+                    except (Conflict, NotFound) as exc:
+                        results[i] = exc
+                        continue
+                    records.append(record)
+                tally.flush(c)
+                return records, None
+
+            self.log.transact(tenant, work)
+        return [r for r in results if r is not None]
+
+    def _end(
+        self, c: Connection, node: str, report: Report, moment: datetime, tally: Tally
+    ) -> tuple[Prepared, Job]:
+        job = self._locked(c, report.tenant, report.job_id)
+        if job.state != "running" or job.node != node or job.attempts != report.attempt:
+            raise Conflict(
+                f"{node} no longer holds job {job.id} (attempt {report.attempt}); it is {job.state}"
             )
-            return [record], self._save(c, job, record)
-
-        _, job = self.log.transact(tenant, work)
-        assert isinstance(job, Job)
-        return job
-
-    def complete(self, tenant: str, job_id: str, node: str, attempt: int, result: Any) -> Job:
-        size = len(canonicalize(result))
-        if size > MAX_RESULT_BYTES:
-            raise InvalidInput(f"result is {size} bytes; at most {MAX_RESULT_BYTES}")
-
-        def change(job: Job, now: str) -> tuple[Job, str, str, dict[str, Any]]:
+        now = format_ts(moment)
+        error = None if report.error is None else report.error[:MAX_ERROR_CHARS]
+        if report.outcome == "succeeded":
             job = _replace(
                 job,
                 state="succeeded",
-                result=result,
+                result=report.result,
                 finished_at=now,
                 updated_at=now,
                 lease_expires=None,
             )
-            return job, "job.succeeded", f"{job.type} succeeded", {"result": result}
+            kind, title, details = (
+                "job.succeeded",
+                f"{job.type} succeeded",
+                {"result": report.result},
+            )
+        else:
+            cancelled = report.outcome == "cancelled"
+            job, kind, title, details = self._after_failure(
+                job, now, error or "", report.retryable, cancelled
+            )
+        record = self._span(job, kind, title, node=node, **details)
+        self._tally_end(c, job, report.attempt, moment, tally)
+        c.run(
+            "end_attempt",
+            {
+                "job_id": job.id,
+                "attempt": report.attempt,
+                "ended_at": now,
+                "outcome": report.outcome,
+                "error": error,
+            },
+        )
+        return record, self._save(c, job, record)
 
-        return self._finish_attempt(tenant, job_id, node, attempt, change, "succeeded", None)
+    def _tally_end(
+        self, c: Connection, job: Job, attempt: int, moment: datetime, tally: Tally
+    ) -> None:
+        """Count the end of `job`'s attempt (the job as it is after it) in the rollups."""
+        row = c.one("attempt_started_at", {"job_id": job.id, "attempt": attempt})
+        run_ms = ms_between(str(row[0]), format_ts(moment)) if row else 0.0
+        event = job.state if job.state in ("succeeded", "cancelled") else "failed"
+        tally.ended(job, event, run_ms)
+        if job.state in DEAD_LETTERS:
+            tally.count(job, "dead")
+
+    def _report_one(self, node: str, report: Report) -> Job:
+        [result] = self.report(node, [report])
+        if isinstance(result, LogLineError):
+            raise result
+        return result
+
+    def complete(self, tenant: str, job_id: str, node: str, attempt: int, result: Any) -> Job:
+        return self._report_one(node, Report(tenant, job_id, attempt, "succeeded", result=result))
 
     def fail(
         self,
@@ -481,16 +532,9 @@ class JobQueue:
         cancelled: bool = False,
     ) -> Job:
         """An attempt failed (or, with `cancelled`, stopped on request): retry, or dead letter."""
-        error = error[:MAX_ERROR_CHARS]
         outcome = "cancelled" if cancelled else "failed"
-        return self._finish_attempt(
-            tenant,
-            job_id,
-            node,
-            attempt,
-            lambda job, now: self._after_failure(job, now, error, retryable, cancelled),
-            outcome,
-            error,
+        return self._report_one(
+            node, Report(tenant, job_id, attempt, outcome, error=error, retryable=retryable)
         )
 
     def _after_failure(
@@ -536,6 +580,9 @@ class JobQueue:
                 error = f"lease expired: {job.node} stopped renewing it"
                 job, kind, title, details = self._after_failure(job, now, error, True, False)
                 record = self._span(job, kind, title, **details)
+                tally = Tally(self.clock())
+                self._tally_end(c, job, job.attempts, self.clock(), tally)
+                tally.flush(c)
                 c.run(
                     "end_attempt",
                     {
@@ -560,10 +607,16 @@ class JobQueue:
     ) -> Job:
         def work(tx: Tx, received: str) -> tuple[list[Prepared], Job]:
             c = _conn(tx)
-            job = self._locked(c, tenant, job_id)
-            now = format_ts(self.clock())
-            job, kind, title = act(job, now)
+            before = self._locked(c, tenant, job_id)
+            moment = self.clock()
+            job, kind, title = act(before, format_ts(moment))
             record = self._span(job, kind, title, by=by)
+            if job.state == "cancelled" and before.state != "cancelled":
+                tally = Tally(moment)
+                tally.count(job, "cancelled")
+                tally.flush(c)
+            if job.state in CLAIMABLE:
+                tx.announce_jobs(tenant)
             return [record], self._save(c, job, record)
 
         _, job = self.log.transact(tenant, work)
@@ -713,3 +766,22 @@ class JobQueue:
 
 def _replace(job: Job, **changes: Any) -> Job:
     return replace(job, **changes)
+
+
+def _row(job: Job) -> dict[str, Any]:
+    """The parameters of `update_job`: what transitions change."""
+    return {
+        "id": job.id,
+        "state": job.state,
+        "run_at": job.run_at,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "node": job.node,
+        "lease_expires": job.lease_expires,
+        "cancel_requested": int(job.cancel_requested),
+        "result": None if job.result is None else canonicalize(job.result).decode(),
+        "error": job.error,
+        "updated_at": job.updated_at,
+        "finished_at": job.finished_at,
+        "span_id": job.span_id,
+    }

@@ -1,11 +1,17 @@
 """The worker node: claims jobs from a LogLine server, runs their handlers, reports outcomes.
 
     registry = load_handlers(["mypkg.tasks"], into=builtin_handlers())
-    worker = Worker("http://127.0.0.1:8470", api_key, registry, queues=["default"], concurrency=4)
+    worker = Worker("http://127.0.0.1:8470", api_key, registry, queues=["default"], concurrency=4,
+                    labels={"zone": "eu-1"})
     asyncio.run(worker.serve())          # until SIGTERM or SIGINT; then it drains and returns
 
 The node talks to the server only (`/v1/nodes/...`, an API key of role `node`):
 
+0. register (`/v1/nodes/register`: labels, queues, job types, concurrency, version, host, pid),
+   waiting for a server that is not up yet; then heartbeat every `heartbeat_s` the server asks
+   for, with the number of jobs running (and, once stopping, that it drains). A heartbeat
+   refused with 409 means another process registered with the same key since: this one stops
+   heartbeating (the registry shows the other) but goes on running jobs;
 1. claim up to `concurrency - running` jobs, long-polling `wait_s` when there are none;
 2. run each job's handler (`logline.engine.handlers.invoke`) with the job's `timeout_s`;
    a timeout is a retryable failure, "timed out after N s";
@@ -17,9 +23,9 @@ The node talks to the server only (`/v1/nodes/...`, an API key of role `node`):
    retryable unless it is a `PermanentError`, the job type has no handler, or the result is not
    JSON. Reports are retried with backoff on 5xx, 429 and connection failures.
 
-Shutdown (SIGTERM, or SIGINT): stop claiming, let running jobs finish for up to `grace_s`, then
-report those still running as failed, retryable, "worker shutting down", and return. A second
-signal ends the grace period at once.
+Shutdown (SIGTERM, or SIGINT): report draining, stop claiming, let running jobs finish for up to
+`grace_s`, then report those still running as failed, retryable, "worker shutting down",
+deregister (offline), and return. A second signal ends the grace period at once.
 
 Execution is **at least once**. A node that dies (kill -9, lost network) stops renewing; when its
 lease expires the server counts the attempt as failed and retries the job, possibly on another
@@ -32,11 +38,15 @@ shutdown their thread runs on until it returns (`abandoned` counts them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import random
 import signal
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +59,7 @@ from logline.client.errors import (
     ApiConflict,
     ApiError,
     ApiInvalidInput,
+    ApiNotFound,
     ApiRateLimited,
     ConnectionFailed,
     error_for,
@@ -63,12 +74,16 @@ from logline.engine.handlers import (
     invoke,
 )
 from logline.engine.jobs import DEFAULT_QUEUE, MAX_ERROR_CHARS, MAX_RESULT_BYTES
+from logline.engine.nodes import check_labels
 from logline.errors import InvalidInput, LogLineError
 
 log = logging.getLogger("logline.worker")
 
 REQUEST_TIMEOUT_S = 10.0
+MAX_REPORTS = 100  # the most outcomes one request carries (the server's limit)
 REPORT_FOR_S = 120.0  # how long a report is retried before the outcome is given up
+DEREGISTER_FOR_S = 5.0  # at the end of a shutdown: the server may be stopping too
+HEARTBEAT_S = 5.0  # how often the registry hears from the node, unless the server says
 AFTER_GRACE_S = 10.0  # after the grace period: time for the "shutting down" reports to land
 SHUTTING_DOWN = "worker shutting down"
 BACKOFF = RetryPolicy(base_s=0.5, cap_s=15.0)
@@ -167,6 +182,7 @@ class Worker:
         lease_s: float = 30.0,
         wait_s: float = 5.0,
         grace_s: float = 30.0,
+        labels: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -182,7 +198,10 @@ class Worker:
         self.wait_s = wait_s
         self.grace_s = grace_s
         self.rng = rng or random.Random()
+        self.labels = check_labels(labels or {})
         self.identity = "?"
+        self.session: str | None = None  # of the registration, once registered
+        self.heartbeat_s = HEARTBEAT_S
         self.running: dict[str, Running] = {}
         self.counts = {"succeeded": 0, "failed": 0, "cancelled": 0, "lost": 0}
         self._abandoned: list[JobContext] = []  # handlers given up on (timeout, shutdown)
@@ -192,6 +211,7 @@ class Worker:
         self._wake = asyncio.Event()  # a slot freed up, or stopping
         self._pool: ThreadPoolExecutor | None = None
         self._fatal: LogLineError | None = None  # why claiming stopped, if not stop()
+        self._reports = ReportBatcher(self._send_reports)
 
     @property
     def abandoned(self) -> int:
@@ -220,17 +240,25 @@ class Worker:
         # it returns, so a later sync job may queue for one (its timeout counting).
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="logline-job")
         try:
-            whoami = await self._whoami()
-            if whoami is None:
+            whoami = await self._until_answered("GET", "/v1/auth/whoami")
+            if whoami is None or not await self._register():
                 return  # stopped before the server answered
             self.identity = str(whoami["identity"])
             log.info(
                 "worker started: %s serving queues %s with %s",
                 self.identity, ",".join(self.queues), ",".join(self.registry.names()),
-                extra={"node": self.identity, "queues": self.queues},
+                extra={"node": self.identity, "queues": self.queues, "labels": self.labels,
+                       "session": self.session},
             )  # fmt: skip
-            await self._claim_loop()
-            await self._drain()
+            beats = asyncio.create_task(self._node_beats(), name="node-heartbeats")
+            try:
+                await self._claim_loop()
+                await self._drain()
+            finally:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
+            await self._deregister()
             if self._fatal is not None:
                 raise self._fatal
         finally:
@@ -240,12 +268,13 @@ class Worker:
             await self.api.aclose()
         log.info("worker stopped", extra={"node": self.identity, **self.counts})
 
-    async def _whoami(self) -> Any:
-        """Who the key is: checks it before any claim, waiting for a server that is not up yet."""
+    async def _until_answered(self, method: str, path: str, body: Any = None) -> Any:
+        """The answer, waiting for a server that is not up yet (None if stopped meanwhile): who
+        the key is, checked before any claim, and the node's registration."""
         failures = 0
         while not self._stopping.is_set():
             try:
-                return await self.api.request("GET", "/v1/auth/whoami")
+                return await self.api.request(method, path, body)
             except LogLineError as exc:
                 if not transient(exc):
                     raise
@@ -254,6 +283,65 @@ class Worker:
                 log.warning("server not reachable (%s); retrying in %.1f s", exc, delay)
                 await self._pause(delay)
         return None
+
+    # --- the node registry ------------------------------------------------------------------------
+
+    def _registration(self) -> dict[str, Any]:
+        return {"labels": self.labels, "queues": self.queues, "types": self.registry.names(),
+                "concurrency": self.concurrency, "version": __version__,
+                "host": socket.gethostname()[:255], "pid": os.getpid()}  # fmt: skip
+
+    def _registered(self, reply: Any) -> None:
+        self.session = str(reply["session"])
+        self.heartbeat_s = float(reply.get("heartbeat_s") or HEARTBEAT_S)
+
+    async def _register(self) -> bool:
+        """Register (a new session); False if stopped before the server answered."""
+        reply = await self._until_answered("POST", "/v1/nodes/register", self._registration())
+        if reply is None:
+            return False
+        self._registered(reply)
+        return True
+
+    async def _node_beats(self) -> None:
+        """Tell the registry the node is alive and how busy; once stopping, that it drains
+        (at once, then every `heartbeat_s` until the drain is over)."""
+        while True:
+            if self._stopping.is_set():
+                await asyncio.sleep(self.heartbeat_s)
+            else:
+                await self._pause(self.heartbeat_s)
+            body = {"session": self.session, "running": len(self.running),
+                    "draining": self._stopping.is_set()}  # fmt: skip
+            try:
+                await self.api.request("POST", "/v1/nodes/heartbeat", body,
+                                       timeout_s=max(1.0, self.heartbeat_s))  # fmt: skip
+            except ApiConflict as exc:
+                log.error("node heartbeats stop: %s (another process uses this node's key?)", exc)
+                return
+            except ApiNotFound:
+                # The server has no record of this node (a new database?): register again.
+                try:
+                    self._registered(await self.api.request(
+                        "POST", "/v1/nodes/register", self._registration()))  # fmt: skip
+                except LogLineError as exc:
+                    log.warning("registering again failed: %s", exc)
+            except LogLineError as exc:
+                log.warning("node heartbeat failed: %s", exc)
+
+    async def _deregister(self) -> None:
+        """The end of a graceful stop: the registry shows the node offline. Best effort: if the
+        server does not answer in time, it marks the node lost later."""
+        if self.session is None:
+            return
+        try:
+            # Unreachable, the server is likely stopping too (`logline up` stops its node so).
+            await self._retrying("/v1/nodes/deregister", {"session": self.session},
+                                 for_s=DEREGISTER_FOR_S, retry_unreachable=False)  # fmt: skip
+        except ConnectionFailed as exc:
+            log.info("not deregistered (%s): the server will mark the node lost", exc)
+        except LogLineError as exc:
+            log.warning("could not deregister: %s", exc)
 
     def _signalled(self, sig: int) -> None:
         name = signal.Signals(sig).name
@@ -437,19 +525,20 @@ class Worker:
                 running.ctx.cancel()
 
     async def _report(self, running: Running, outcome: Outcome) -> None:
+        item = {"job_id": running.id, **running.lease()}
         if outcome.error is None:
-            path, body = "complete", running.lease(result=outcome.result)
+            item |= {"outcome": "succeeded", "result": outcome.result}
         else:
             # Trimmed here: the server keeps MAX_ERROR_CHARS and refuses much longer errors.
-            error = outcome.error[:MAX_ERROR_CHARS]
-            path = "fail"
-            body = running.lease(
-                error=error, retryable=outcome.retryable, cancelled=outcome.cancelled
-            )
+            item |= {
+                "outcome": "cancelled" if outcome.cancelled else "failed",
+                "error": outcome.error[:MAX_ERROR_CHARS],
+                "retryable": outcome.retryable,
+            }
         try:
-            reply = await self._retrying(f"/v1/nodes/jobs/{running.id}/{path}", body)
+            state = await self._reports.send(item)
         except ApiInvalidInput as exc:
-            if path != "complete":
+            if outcome.error is not None:
                 raise
             # The server refused the result itself (too large, say): that is a failure too.
             await self._report(running, Outcome(error=f"result refused: {exc}", retryable=False))
@@ -459,7 +548,6 @@ class Worker:
             log.warning("job %s: outcome not recorded: %s", running.id, exc,
                         extra=self._about(running))  # fmt: skip
             return
-        state = str(reply.get("state"))
         key = "succeeded" if state == "succeeded" else (
             "cancelled" if state == "cancelled" else "failed")  # fmt: skip
         self.counts[key] += 1
@@ -467,16 +555,50 @@ class Worker:
             "%s → %s%s", running.ctx.type, state, f" ({outcome.error})" if outcome.error else ""
         )
 
-    async def _retrying(self, path: str, body: dict[str, Any]) -> Any:
-        """POST until answered; transient failures are retried for up to REPORT_FOR_S."""
-        give_up = time.monotonic() + REPORT_FOR_S
+    async def _send_reports(self, items: list[dict[str, Any]]) -> list[str | LogLineError]:
+        """One `POST /v1/nodes/reports`: per item, the job's new state or why it was refused.
+        A batch refused as a whole (one bad result spoils it) is sent again one by one, so
+        that only the bad item fails."""
+        try:
+            reply = await self._retrying("/v1/nodes/reports", {"reports": items})
+        except ApiInvalidInput:
+            if len(items) == 1:
+                raise
+            out: list[str | LogLineError] = []
+            for item in items:
+                try:
+                    out += await self._send_reports([item])
+                except ApiInvalidInput as exc:
+                    out.append(exc)
+            return out
+        return [
+            str(result["state"]) if result.get("problem") is None else _refusal(result["problem"])
+            for result in reply["results"]
+        ]
+
+    async def _retrying(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        for_s: float = REPORT_FOR_S,
+        retry_unreachable: bool = True,
+    ) -> Any:
+        """POST until answered; transient failures are retried for up to `for_s` (but not
+        a server that cannot be reached, unless `retry_unreachable`)."""
+        give_up = time.monotonic() + for_s
         attempt = 0
         while True:
             try:
                 return await self.api.request("POST", path, body)
             except LogLineError as exc:
                 delay = self._backoff(exc, attempt)
-                if not transient(exc) or time.monotonic() + delay > give_up:
+                unreachable = isinstance(exc, ConnectionFailed)
+                if (
+                    not transient(exc)
+                    or (unreachable and not retry_unreachable)
+                    or time.monotonic() + delay > give_up
+                ):
                     raise
                 log.warning("%s failed (%s); retrying in %.1f s", path, exc, delay)
                 await asyncio.sleep(delay)
@@ -485,6 +607,52 @@ class Worker:
     def _about(self, running: Running) -> dict[str, Any]:
         return {"job": running.id, "tenant": running.ctx.tenant, "type": running.ctx.type,
                 "attempt": running.ctx.attempt}  # fmt: skip
+
+
+def _refusal(problem: dict[str, Any]) -> LogLineError:
+    """The error an item's problem (a batch answer's) stands for, as if it were the answer."""
+    return error_for(int(problem.get("status", 400)), {}, json.dumps(problem).encode())
+
+
+class ReportBatcher:
+    """Coalesces the reports of attempts that end close together into one request: while a
+    batch is on its way, the next one gathers (up to `MAX_REPORTS`). An idle node's report goes
+    out at once, alone."""
+
+    def __init__(
+        self, send: Callable[[list[dict[str, Any]]], Awaitable[list[str | LogLineError]]]
+    ) -> None:
+        self._send = send
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[str]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def send(self, item: dict[str, Any]) -> str:
+        """The job's state once the report is recorded; raises the error that refused it."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="node-reports")
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[:MAX_REPORTS]
+                del self._waiting[:MAX_REPORTS]
+                try:
+                    results = await self._send([item for item, _ in batch])
+                except Exception as exc:  # every report of the batch failed the same way
+                    results = [exc if isinstance(exc, LogLineError) else LogLineError(str(exc))]
+                    results *= len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, LogLineError):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._task = None
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

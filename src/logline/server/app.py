@@ -38,7 +38,9 @@ from logline.server.routes import (
     jobs,
     log,
     nodes,
+    schedules,
     spans,
+    stats,
     stream,
 )
 from logline.server.services import Services
@@ -49,8 +51,9 @@ Errors are `application/problem+json` (RFC 9457) with a stable `type`; see docs/
 
 
 logger = logging.getLogger("logline.server")
-ROUTES = (auth, accounts, spans, identities, log, jobs, nodes, stream, health)
+ROUTES = (auth, accounts, spans, identities, log, jobs, schedules, nodes, stats, stream, health)
 REAP_EVERY_S = 1.0
+SCHEDULE_EVERY_S = 1.0
 
 
 async def _reap_leases(services: Services) -> None:
@@ -63,6 +66,37 @@ async def _reap_leases(services: Services) -> None:
             logger.warning("lease reaper: %s", exc)
             continue
         if expired:
+            services.jobs_ready.set()
+
+
+async def _reap_nodes(services: Services) -> None:
+    """Nodes not heard from for `node_lost_after_s` are marked lost."""
+    while True:
+        await asyncio.sleep(REAP_EVERY_S)
+        try:
+            lost = await asyncio.to_thread(
+                services.nodes.mark_lost, services.settings.node_lost_after_s
+            )
+        except LogLineError as exc:
+            logger.warning("node reaper: %s", exc)
+            continue
+        for node in lost:
+            logger.warning(
+                "node %s lost: no heartbeat since %s", node.identity, node.last_seen,
+                extra={"node": node.identity, "tenant": node.tenant},
+            )  # fmt: skip
+
+
+async def _fire_schedules(services: Services) -> None:
+    """Queue the jobs of due schedule periods; every process does, each period is queued once."""
+    while True:
+        await asyncio.sleep(SCHEDULE_EVERY_S)
+        try:
+            fired = await asyncio.to_thread(services.schedules.fire_due)
+        except LogLineError as exc:
+            logger.warning("scheduler: %s", exc)
+            continue
+        if fired:
             services.jobs_ready.set()
 
 
@@ -128,9 +162,12 @@ def create_app(services: Services) -> FastAPI:
             loop.call_soon_threadsafe(services.jobs_ready.set)
 
         services.jobs.listeners.append(wake_claimers)
+        services.feed.jobs_listeners.append(wake_claimers)
         tasks = [
             asyncio.create_task(checkpointer.run(), name="logline-checkpointer"),
             asyncio.create_task(_reap_leases(services), name="logline-lease-reaper"),
+            asyncio.create_task(_fire_schedules(services), name="logline-scheduler"),
+            asyncio.create_task(_reap_nodes(services), name="logline-node-reaper"),
         ]
         try:
             yield

@@ -14,6 +14,9 @@ A subscriber that starts behind (resuming from a sequence number) first catches 
 database itself, at its own pace, and turns live when it reaches what the feed has published.
 Live subscribers get messages through a bounded buffer: one that falls `buffer` messages behind
 is dropped with a reason, and writers never wait for anybody.
+
+The feed owns the process's one listening connection, so other processes' other announcements
+arrive here too: "jobs" notices (jobs became claimable) go to `jobs_listeners`.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from logline.errors import InvalidInput
 from logline.identity.ids import check_tenant
 from logline.ledger.timefmt import now_ts
 from logline.observe.metrics import DropReason, Transport
-from logline.store.interface import Store, StoredSpan
+from logline.store.interface import Notice, Store, StoredSpan
 from logline.store.sql import check_kind_glob
 
 ENVELOPE_VERSION = 1
 PAGE = 500
+LISTEN_RETRY_S = 0.5  # after a lost listening connection; doubles up to the maximum
+LISTEN_RETRY_MAX_S = 10.0
 log = logging.getLogger("logline.server.feed")
 
 
@@ -229,6 +234,9 @@ class Feed:
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
         self.closing = False  # shutting down: new subscribers are dropped at once
+        # Called from the listening thread when another process made jobs claimable; must be
+        # quick and must not raise.
+        self.jobs_listeners: list[Callable[[], None]] = []
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -282,13 +290,28 @@ class Feed:
             self._grown[tenant] = size
             self._wake.set()
 
-    def _listen(self, notifications: Iterator[tuple[str, int]]) -> None:
-        try:
-            for tenant, size in notifications:
-                if tenant:
-                    self.committed(tenant, size)
-        except Exception as exc:  # the poll keeps the stream going without notifications
-            log.warning("stopped listening for other processes' commits: %s", exc)
+    def _listen(self, notifications: Iterator[Notice]) -> None:
+        """Until the feed stops. A lost connection (the database restarted) is opened again
+        after a pause; meanwhile the poll keeps streams going and waiting claims look again on
+        their own, so nothing waits for a notice that was missed."""
+        pause = LISTEN_RETRY_S
+        while True:
+            try:
+                for notice in notifications:
+                    pause = LISTEN_RETRY_S
+                    if notice.topic == "log":
+                        self.committed(notice.tenant, notice.size)
+                    elif notice.topic == "jobs":
+                        for listener in self.jobs_listeners:
+                            listener()
+                return  # stopping
+            except Exception as exc:
+                log.warning("listening for other processes' commits failed (%s); again in %s s",
+                            exc, pause)  # fmt: skip
+            if self._stopping.wait(pause):
+                return
+            pause = min(2 * pause, LISTEN_RETRY_MAX_S)
+            notifications = self.store.listen(self._stopping.is_set) or iter(())
 
     # --- subscribing ------------------------------------------------------------------------------
 

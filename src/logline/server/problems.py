@@ -55,14 +55,17 @@ class Problem:
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
-    def response(self, instance: str | None = None) -> JSONResponse:
-        body: dict[str, Any] = {
+    def body(self) -> dict[str, Any]:
+        return {
             "type": self.type,
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
             **self.extra,
         }
+
+    def response(self, instance: str | None = None) -> JSONResponse:
+        body = self.body()
         if instance is not None:
             body["instance"] = instance
         return JSONResponse(body, self.status, headers=self.headers, media_type=MEDIA_TYPE)

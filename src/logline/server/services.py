@@ -15,7 +15,9 @@ import asyncio
 from typing import Any
 
 from logline import __version__
+from logline.engine.nodes import Nodes
 from logline.engine.queue import JobQueue
+from logline.engine.schedules import Schedules
 from logline.errors import Conflict, NotFound, UnknownAuthor
 from logline.identity import documents
 from logline.identity.ids import LogLineId
@@ -25,6 +27,7 @@ from logline.ledger.log import Wait
 from logline.ledger.receipt import Receipt
 from logline.ledger.span import Span, new_span
 from logline.ledger.timefmt import now_ts
+from logline.observe.job_metrics import JobMetrics
 from logline.observe.metrics import Metrics
 from logline.server.custody import Custody
 from logline.server.feed import Feed
@@ -58,6 +61,8 @@ class Services:
         self.system_identity = f"logline-id://service/{instance.config.instance}"
         self._system_key: PrivateKey | None = None
         self._jobs: JobQueue | None = None
+        self._schedules: Schedules | None = None
+        self._nodes: Nodes | None = None
         # Set (from any thread, through the loop) when jobs become claimable: wakes claims
         # that are waiting in this process.
         self.jobs_ready = asyncio.Event()
@@ -79,6 +84,9 @@ class Services:
                 pass  # another process registered it first, with the same stored key
         self._system_key = key
         self._jobs = JobQueue(self.log, author=self.system_identity, key=key)
+        self._schedules = Schedules(self._jobs)
+        self._nodes = Nodes(self.log, author=self.system_identity, key=key)
+        self.metrics.registry.register(JobMetrics(self._jobs.stats))
         self.ensure_tenant(SYSTEM_TENANT, "Instance-level records", by=self.system_identity)
 
     def close(self) -> None:
@@ -93,6 +101,20 @@ class Services:
         if self._jobs is None:
             raise RuntimeError("Services.start() has not run")
         return self._jobs
+
+    @property
+    def nodes(self) -> Nodes:
+        """The worker node registry; its state changes are signed by the instance identity."""
+        if self._nodes is None:
+            raise RuntimeError("Services.start() has not run")
+        return self._nodes
+
+    @property
+    def schedules(self) -> Schedules:
+        """Cron and interval schedules; the jobs they queue go through `jobs`."""
+        if self._schedules is None:
+            raise RuntimeError("Services.start() has not run")
+        return self._schedules
 
     def system_key(self) -> PrivateKey:
         if self._system_key is None:

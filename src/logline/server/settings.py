@@ -56,6 +56,9 @@ class ServerSettings(BaseSettings):
     shutdown_grace_s: float = Field(10.0, ge=0, le=600)
     # `logline up` runs a worker node beside the server, for the built-in job handlers.
     embedded_node: bool = True
+    # A worker node not heard from for this long is marked lost (its jobs come back when their
+    # leases expire); nodes are told to heartbeat at a third of it, at most every 5 s.
+    node_lost_after_s: float = Field(30.0, ge=1, le=3600)
 
     @field_validator("rate_limits")
     @classmethod

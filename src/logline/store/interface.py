@@ -24,6 +24,19 @@ from logline.ledger.span import Span, span_from_stored
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """An announcement from another process: `topic` "log" (the tenant's log grew to `size`) or
+    "jobs" (jobs of the tenant became claimable; `size` is -1)."""
+
+    topic: str
+    tenant: str
+    size: int = -1
+
+
+IDLE = Notice("idle", "")  # `Store.listen` yields it while nothing happens
+
+
+@dataclass(frozen=True, slots=True)
 class LogHead:
     log_id: int
     tenant: str
@@ -256,6 +269,10 @@ class Tx(ABC):
     def announce(self, tenant: str, size: int) -> None:
         """Tell other processes, on commit, that the tenant's log grew to `size` (see `listen`)."""
 
+    @abstractmethod
+    def announce_jobs(self, tenant: str) -> None:
+        """Tell other processes, on commit, that jobs of the tenant became claimable."""
+
 
 class Store(ABC):
     """Storage of logs, entries, Merkle nodes, checkpoints and identities."""
@@ -316,11 +333,11 @@ class Store(ABC):
         """Store a checkpoint; storing the same size twice keeps the first."""
 
     @abstractmethod
-    def listen(self, stop: Callable[[], bool]) -> Iterator[tuple[str, int]] | None:
-        """Other processes' commits as (tenant, size) while `stop()` is false, as they happen.
+    def listen(self, stop: Callable[[], bool]) -> Iterator[Notice] | None:
+        """Other processes' announcements while `stop()` is false, as their transactions commit.
 
-        None when the backend cannot push them; watchers then poll `logs()`. The iterator yields
-        `("", -1)` about twice a second while idle, so its consumer can check `stop`.
+        None when the backend cannot push them; watchers then poll. The iterator yields
+        `IDLE` about twice a second while idle, so its consumer can check `stop`.
         """
 
     @abstractmethod

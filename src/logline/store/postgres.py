@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from logline.errors import StorageError
+from logline.store.interface import IDLE, Notice
 from logline.store.queries import load_queries, to_pyformat
 from logline.store.sql import Connection, SqlStore
 
@@ -57,24 +58,28 @@ class PostgresStore(SqlStore):
         raw = psycopg.connect(driver_url(self.url), autocommit=True, prepare_threshold=0)
         return PgConnection(raw, self._queries, list)
 
-    def listen(self, stop: Callable[[], bool]) -> Iterator[tuple[str, int]] | None:
+    def listen(self, stop: Callable[[], bool]) -> Iterator[Notice] | None:
         return self._notifications(stop)
 
-    def _notifications(self, stop: Callable[[], bool]) -> Iterator[tuple[str, int]]:
+    def _notifications(self, stop: Callable[[], bool]) -> Iterator[Notice]:
         with self.wrap_exceptions():
             raw = psycopg.connect(driver_url(self.url), autocommit=True)
         try:
             with self.wrap_exceptions():
                 raw.execute("LISTEN logline_logs")
+                raw.execute("LISTEN logline_jobs")
             while not stop():
                 with self.wrap_exceptions():
                     received = list(raw.notifies(timeout=0.5, stop_after=1000))
                 for note in received:
+                    if note.channel == "logline_jobs":
+                        yield Notice("jobs", note.payload)
+                        continue
                     tenant, _, size = note.payload.partition(" ")
                     if size.isdigit():
-                        yield tenant, int(size)
+                        yield Notice("log", tenant, int(size))
                 if not received:
-                    yield "", -1
+                    yield IDLE
         finally:
             raw.close()
 

@@ -216,8 +216,10 @@ class SqlTx(Tx):
         self.c.raw.execute(f"RELEASE SAVEPOINT {name}")
 
     def announce(self, tenant: str, size: int) -> None:
-        if "announce" in self.c.queries:
-            self.c.all("announce", {"payload": f"{tenant} {size}"})
+        self.c.all("announce", {"payload": f"{tenant} {size}"})
+
+    def announce_jobs(self, tenant: str) -> None:
+        self.c.all("announce_jobs", {"tenant": tenant})
 
 
 def _select_nodes(c: Connection, log_id: int, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
@@ -282,6 +284,12 @@ class SqlStore(Store):
 
     def _conn(self) -> Connection:
         conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(conn.raw, "closed", False):
+            # The database dropped it (a restart, a failover) and the driver closed it for good:
+            # connect anew, or this thread would fail every request from now on.
+            self._local.released.detach()
+            self._release(conn)
+            conn = None
         if conn is None:
             with self.wrap_exceptions():
                 conn = self._connect()
@@ -290,7 +298,7 @@ class SqlStore(Store):
                 self._all.append(conn)
             # Thread pools retire idle threads and start new ones: a connection lives as long as
             # its thread, or the store would keep one open for every thread that ever ran.
-            weakref.finalize(threading.current_thread(), self._release, conn)
+            self._local.released = weakref.finalize(threading.current_thread(), self._release, conn)
         return conn
 
     def _release(self, conn: Connection) -> None:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from logline.errors import StorageError
+from logline.store.interface import Notice
 from logline.store.queries import load_queries
 from logline.store.sql import Connection, SqlStore, search_words
 
@@ -72,7 +73,7 @@ class SqliteStore(SqlStore):
         raw.execute("PRAGMA foreign_keys=ON")
         return Connection(raw, self._queries, json.dumps)
 
-    def listen(self, stop: Callable[[], bool]) -> Iterator[tuple[str, int]] | None:
+    def listen(self, stop: Callable[[], bool]) -> Iterator[Notice] | None:
         return None  # SQLite cannot push; watchers poll
 
     @contextmanager

@@ -61,5 +61,6 @@ async def metrics(request: Request) -> Response:
         services.metrics.set_checkpoint_lag(await asyncio.to_thread(_checkpoint_lag, services))
     except LogLineError:
         pass  # the scrape still answers; readiness reports the database
-    payload, content_type = services.metrics.render()
+    # Job metrics are read from the database while rendering.
+    payload, content_type = await asyncio.to_thread(services.metrics.render)
     return Response(payload, media_type=content_type)

@@ -1,27 +1,90 @@
-"""Worker nodes: claim jobs (long-polling), renew leases, report results.
+"""Worker nodes: register and heartbeat, claim jobs (long-polling), renew leases, report results;
+and the node registry, for people to read.
 
 A node authenticates with an API key of role `node`. A key on the reserved `system` tenant makes
 an instance-wide node that serves every tenant (fairly: `JobQueue.claim`); a key on another
 tenant serves that tenant only. Nodes never touch the database: everything goes through here.
+Readers of a tenant list the nodes serving it (its own and the instance-wide ones); instance
+administrators list them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from logline.engine.jobs import DEFAULT_QUEUE, Job, Report
+from logline.engine.nodes import MAX_CONCURRENCY, MAX_PID, MAX_RUNNING, NodeInfo
 from logline.engine.queue import MAX_CLAIM
-from logline.server.auth import Principal, authenticate, deny, limit, services_of
-from logline.server.roles import NODE
+from logline.server.auth import (
+    Principal,
+    authenticate,
+    authenticated,
+    deny,
+    limit,
+    require,
+    services_of,
+)
+from logline.server.problems import problem_for
+from logline.server.roles import NODE, Permission
+from logline.server.routes.auth import instance_admin
 from logline.server.services import SYSTEM_TENANT
 
-router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+router = APIRouter(tags=["nodes"])
+N = "/v1/nodes"
 POLL_S = 0.25  # how often a waiting claim looks again, for jobs other processes queued
+MAX_HEARTBEAT_S = 5.0
+SESSION = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    labels: dict[str, Any] = Field(default_factory=dict)
+    queues: list[str] = Field(default_factory=lambda: [DEFAULT_QUEUE], min_length=1, max_length=32)
+    types: list[str] | None = Field(None, min_length=1, max_length=500)
+    concurrency: int = Field(1, ge=1, le=MAX_CONCURRENCY)
+    version: str = Field("", max_length=64)
+    host: str = Field("", max_length=255)
+    pid: int = Field(0, ge=0, le=MAX_PID)
+
+    def info(self) -> NodeInfo:
+        types = None if self.types is None else tuple(self.types)
+        return NodeInfo(
+            labels=self.labels, queues=tuple(self.queues), types=types,
+            concurrency=self.concurrency, version=self.version, host=self.host, pid=self.pid,
+        )  # fmt: skip
+
+
+class NodeBeat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session: str = Field(pattern=SESSION)
+    running: int = Field(0, ge=0, le=MAX_RUNNING)
+    draining: bool = False
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session: str = Field(pattern=SESSION)
+
+
+class NodeOut(BaseModel):
+    """A node of the registry (docs/PROTOCOL.md §13); on registration also `heartbeat_s`, how
+    often to heartbeat, and `lost_after_s`, after how long without one it counts as lost."""
+
+    model_config = ConfigDict(extra="allow")
+    identity: str
+    tenant: str
+    session: str
+    state: str
+
+
+class NodeList(BaseModel):
+    nodes: list[dict[str, Any]]
 
 
 class ClaimIn(BaseModel):
@@ -92,7 +155,74 @@ def _check_tenant(request: Request, principal: Principal, tenant: str) -> None:
         deny(services_of(request), asked, f"{principal.identity} does not serve tenant {tenant}")
 
 
-@router.post("/claim", response_model=Claimed)
+# --- the registry -----------------------------------------------------------------------------
+
+
+def heartbeat_every(lost_after_s: float) -> float:
+    """How often nodes are asked to heartbeat: three chances before they count as lost."""
+    return min(MAX_HEARTBEAT_S, lost_after_s / 3)
+
+
+@router.post(f"{N}/register", response_model=NodeOut)
+def register(request: Request, body: RegisterIn, principal: Principal = Node) -> JSONResponse:
+    """Register this node (online, in a new session) with what it serves; the answer says how
+    often to heartbeat."""
+    services = services_of(request)
+    node = services.nodes.register(principal.identity, principal.tenants[0], body.info())
+    lost_after_s = services.settings.node_lost_after_s
+    return JSONResponse(
+        {**node.to_json(), "heartbeat_s": heartbeat_every(lost_after_s),
+         "lost_after_s": lost_after_s}
+    )  # fmt: skip
+
+
+@router.post(f"{N}/heartbeat", response_model=NodeOut)
+def node_heartbeat(request: Request, body: NodeBeat, principal: Principal = Node) -> JSONResponse:
+    """This node is alive, runs `running` jobs, and is draining (or not). 409 if `session` is no
+    longer the node's (it registered again, or deregistered): register again, or stop."""
+    node = services_of(request).nodes.heartbeat(
+        principal.identity, body.session, running=body.running, draining=body.draining
+    )
+    return JSONResponse(node.to_json())
+
+
+@router.post(f"{N}/deregister", response_model=NodeOut)
+def deregister(request: Request, body: SessionIn, principal: Principal = Node) -> JSONResponse:
+    """This node stopped on purpose (offline)."""
+    node = services_of(request).nodes.stopped(principal.identity, body.session)
+    return JSONResponse(node.to_json())
+
+
+StateFilter = Annotated[list[str] | None, Query(description="Only nodes in this state.")]
+
+
+@router.get("/v1/tenants/{tenant}/nodes", response_model=NodeList)
+def tenant_nodes(
+    request: Request,
+    tenant: str,
+    state: StateFilter = None,
+    principal: Principal = require(Permission.READ, "read"),
+) -> NodeList:
+    """The nodes serving the tenant: its own and the instance-wide ones (of `system`)."""
+    found = services_of(request).nodes.nodes([tenant, SYSTEM_TENANT], states=tuple(state or ()))
+    return NodeList(nodes=[node.to_json() for node in found])
+
+
+@router.get(N, response_model=NodeList)
+def all_nodes(
+    request: Request, state: StateFilter = None, principal: Principal = authenticated("read")
+) -> NodeList:
+    """Every node of the instance (instance administrators)."""
+    services = services_of(request)
+    instance_admin(services, principal)
+    found = services.nodes.nodes(None, states=tuple(state or ()))
+    return NodeList(nodes=[node.to_json() for node in found])
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+
+@router.post(f"{N}/claim", response_model=Claimed)
 async def claim(request: Request, body: ClaimIn, principal: Principal = Node) -> Claimed:
     """Up to `limit` jobs, leased to this node for `lease_s`; waits up to `wait_s` for one."""
     services = services_of(request)
@@ -115,7 +245,7 @@ async def claim(request: Request, body: ClaimIn, principal: Principal = Node) ->
             pass
 
 
-@router.post("/jobs/{job_id}/heartbeat", response_model=Heartbeat)
+@router.post(N + "/jobs/{job_id}/heartbeat", response_model=Heartbeat)
 def heartbeat(request: Request, job_id: str, body: Lease, principal: Principal = Node) -> Heartbeat:
     """Renew the lease; tells the node whether the job's cancellation was asked for."""
     _check_tenant(request, principal, body.tenant)
@@ -125,7 +255,7 @@ def heartbeat(request: Request, job_id: str, body: Lease, principal: Principal =
     return Heartbeat(cancel_requested=cancel)
 
 
-@router.post("/jobs/{job_id}/complete")
+@router.post(N + "/jobs/{job_id}/complete")
 def complete(
     request: Request, job_id: str, body: Done, principal: Principal = Node
 ) -> JSONResponse:
@@ -136,7 +266,7 @@ def complete(
     return JSONResponse(job.to_json())
 
 
-@router.post("/jobs/{job_id}/fail")
+@router.post(N + "/jobs/{job_id}/fail")
 def fail(request: Request, job_id: str, body: Failed, principal: Principal = Node) -> JSONResponse:
     """The attempt failed (or stopped on a cancellation request, with `cancelled`)."""
     _check_tenant(request, principal, body.tenant)
@@ -145,3 +275,60 @@ def fail(request: Request, job_id: str, body: Failed, principal: Principal = Nod
         retryable=body.retryable, cancelled=body.cancelled,
     )  # fmt: skip
     return JSONResponse(job.to_json())
+
+
+class ReportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: str = Field(min_length=1, max_length=36)
+    tenant: str
+    attempt: int = Field(ge=1)
+    outcome: Literal["succeeded", "failed", "cancelled"]
+    result: Any = None
+    error: str | None = Field(None, min_length=1, max_length=10_000)
+    retryable: bool = True
+
+
+class ReportsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reports: list[ReportIn] = Field(min_length=1, max_length=MAX_CLAIM)
+
+
+class ReportResult(BaseModel):
+    job_id: str
+    state: str | None = None  # the job's state after the report, if it was recorded
+    problem: dict[str, Any] | None = None  # why it was refused, if it was
+
+
+class ReportsOut(BaseModel):
+    results: list[ReportResult]
+
+
+@router.post(N + "/reports", response_model=ReportsOut)
+def reports(request: Request, body: ReportsIn, principal: Principal = Node) -> ReportsOut:
+    """The ends of several attempts at once (one commit per tenant): each is recorded or refused
+    on its own, in order; a refusal (the lease was lost, say) is that item's `problem`."""
+    for item in body.reports:
+        _check_tenant(request, principal, item.tenant)
+    outcomes = services_of(request).jobs.report(
+        principal.identity,
+        [
+            Report(
+                item.tenant,
+                item.job_id,
+                item.attempt,
+                item.outcome,
+                result=item.result,
+                error=item.error,
+                retryable=item.retryable,
+            )
+            for item in body.reports
+        ],
+    )
+    return ReportsOut(
+        results=[
+            ReportResult(job_id=item.job_id, state=outcome.state)
+            if isinstance(outcome, Job)
+            else ReportResult(job_id=item.job_id, problem=problem_for(outcome).body())
+            for item, outcome in zip(body.reports, outcomes, strict=True)
+        ]
+    )

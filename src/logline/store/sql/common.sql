@@ -319,3 +319,112 @@ WHERE tenant = :tenant AND type = :type;
 -- name: select_job_types
 SELECT tenant, type, schema, created_at, created_by FROM job_types WHERE tenant = :tenant
 ORDER BY type;
+
+-- --- job schedules (migration 0004, engine/schedules.py) ----------------------------------------
+-- Changes and firings run inside `Log.transact` on the schedule's tenant, under its log lock.
+
+-- name: insert_schedule
+INSERT INTO job_schedules (id, tenant, name, cron, interval_s, timezone, job, enabled,
+    next_run_at, last_run_at, last_job_id, created_at, created_by, updated_at, span_id)
+VALUES (:id, :tenant, :name, :cron, :interval_s, :timezone, :job, :enabled, :next_run_at, NULL,
+    NULL, :created_at, :created_by, :created_at, :span_id);
+
+-- name: select_schedule
+SELECT id, tenant, name, cron, interval_s, timezone, job, enabled, next_run_at, last_run_at,
+    last_job_id, created_at, created_by, updated_at, span_id
+FROM job_schedules WHERE id = :id AND tenant = :tenant;
+
+-- name: select_schedule_by_name
+SELECT id, tenant, name, cron, interval_s, timezone, job, enabled, next_run_at, last_run_at,
+    last_job_id, created_at, created_by, updated_at, span_id
+FROM job_schedules WHERE tenant = :tenant AND name = :name;
+
+-- name: select_schedules
+-- A page in name order, after the last name of the previous page.
+SELECT id, tenant, name, cron, interval_s, timezone, job, enabled, next_run_at, last_run_at,
+    last_job_id, created_at, created_by, updated_at, span_id
+FROM job_schedules WHERE tenant = :tenant AND name > :after ORDER BY name LIMIT :limit;
+
+-- name: update_schedule
+UPDATE job_schedules SET cron = :cron, interval_s = :interval_s, timezone = :timezone, job = :job,
+    enabled = :enabled, next_run_at = :next_run_at, updated_at = :updated_at, span_id = :span_id
+WHERE id = :id AND tenant = :tenant;
+
+-- name: advance_schedule
+-- A period was run: the schedule's definition (and its latest span) stay as they are.
+UPDATE job_schedules SET next_run_at = :next_run_at, last_run_at = :last_run_at,
+    last_job_id = :last_job_id
+WHERE id = :id AND tenant = :tenant;
+
+-- name: delete_schedule
+DELETE FROM job_schedules WHERE id = :id AND tenant = :tenant;
+
+-- name: due_schedules
+SELECT tenant, id FROM job_schedules WHERE enabled = 1 AND next_run_at <= :now
+ORDER BY next_run_at LIMIT :limit;
+
+-- --- worker nodes (migration 0004, engine/nodes.py) ----------------------------------------------
+-- State changes run inside `Log.transact` on the node's tenant; plain heartbeats only touch the row.
+
+-- name: upsert_worker_node
+INSERT INTO nodes (identity, tenant, session, labels, queues, types, concurrency, running,
+    version, host, pid, state, registered_at, last_seen, span_id)
+VALUES (:identity, :tenant, :session, :labels, :queues, :types, :concurrency, 0, :version, :host,
+    :pid, 'online', :now, :now, :span_id)
+ON CONFLICT (identity) DO UPDATE SET tenant = excluded.tenant, session = excluded.session,
+    labels = excluded.labels, queues = excluded.queues, types = excluded.types,
+    concurrency = excluded.concurrency, running = 0, version = excluded.version,
+    host = excluded.host, pid = excluded.pid, state = 'online',
+    registered_at = excluded.registered_at, last_seen = excluded.last_seen,
+    span_id = excluded.span_id;
+
+-- name: select_worker_node
+SELECT identity, tenant, session, labels, queues, types, concurrency, running, version, host,
+    pid, state, registered_at, last_seen, span_id
+FROM nodes WHERE identity = :identity;
+
+-- name: touch_worker_node
+-- A heartbeat that changes no state: no span, just the time and the running count.
+UPDATE nodes SET last_seen = :now, running = :running
+WHERE identity = :identity AND session = :session AND state = :state;
+
+-- name: update_worker_node
+UPDATE nodes SET state = :state, running = :running, last_seen = :last_seen, span_id = :span_id
+WHERE identity = :identity;
+
+-- name: stale_worker_nodes
+SELECT identity, tenant FROM nodes
+WHERE state IN ('online', 'draining') AND last_seen < :before
+ORDER BY last_seen LIMIT :limit;
+
+-- name: worker_nodes
+SELECT identity, tenant, session, labels, queues, types, concurrency, running, version, host,
+    pid, state, registered_at, last_seen, span_id
+FROM nodes ORDER BY identity;
+
+-- --- the jobs read model (migration 0004, engine/stats.py) --------------------------------------
+-- Written with the transitions they count; concurrent transactions add up, never overwrite.
+
+-- name: stats_add
+INSERT INTO job_stats (tenant, type, queue, minute, submitted, started, succeeded, failed, dead,
+    cancelled, wait_ms, run_ms)
+VALUES (:tenant, :type, :queue, :minute, :submitted, :started, :succeeded, :failed, :dead,
+    :cancelled, :wait_ms, :run_ms)
+ON CONFLICT (tenant, type, queue, minute) DO UPDATE SET
+    submitted = job_stats.submitted + excluded.submitted,
+    started = job_stats.started + excluded.started,
+    succeeded = job_stats.succeeded + excluded.succeeded,
+    failed = job_stats.failed + excluded.failed,
+    dead = job_stats.dead + excluded.dead,
+    cancelled = job_stats.cancelled + excluded.cancelled,
+    wait_ms = job_stats.wait_ms + excluded.wait_ms,
+    run_ms = job_stats.run_ms + excluded.run_ms;
+
+-- name: stats_bucket_add
+INSERT INTO job_stats_buckets (tenant, type, queue, minute, metric, bucket, count)
+VALUES (:tenant, :type, :queue, :minute, :metric, :bucket, :count)
+ON CONFLICT (tenant, type, queue, minute, metric, bucket) DO UPDATE SET
+    count = job_stats_buckets.count + excluded.count;
+
+-- name: attempt_started_at
+SELECT started_at FROM job_attempts WHERE job_id = :job_id AND attempt = :attempt;

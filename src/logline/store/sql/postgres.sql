@@ -38,9 +38,16 @@ e.log_id = :log_id AND to_tsvector('simple', e.title) @@ plainto_tsquery('simple
 -- Delivered to listeners (`PostgresStore.listen`) when the transaction commits, never before.
 SELECT pg_notify('logline_logs', :payload);
 
+-- name: announce_jobs
+-- Wakes other processes' waiting claims (`PostgresStore.listen`) when the transaction commits.
+SELECT pg_notify('logline_jobs', :tenant);
+
 -- name: claim_candidates
 -- Rows another claimer has locked are skipped, not waited for.
-SELECT id FROM jobs
+SELECT id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_key, max_attempts,
+    attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested,
+    result, error, created_at, updated_at, finished_at, span_id, attempt_budget
+FROM jobs
 WHERE tenant = :tenant AND state IN ('queued', 'retrying') AND run_at <= :now
     AND queue = ANY(:queues)
 AND (:any_type = 1 OR type = ANY(:types))
@@ -57,3 +64,19 @@ FROM jobs WHERE id = :id AND tenant = :tenant FOR UPDATE;
 SELECT DISTINCT tenant FROM jobs
 WHERE state IN ('queued', 'retrying') AND run_at <= :now AND tenant = ANY(:tenants)
 ORDER BY tenant;
+
+-- name: lock_schedule
+-- Another scheduler firing the same schedule waits here, then finds it no longer due.
+SELECT id, tenant, name, cron, interval_s, timezone, job, enabled, next_run_at, last_run_at,
+    last_job_id, created_at, created_by, updated_at, span_id
+FROM job_schedules WHERE id = :id AND tenant = :tenant FOR UPDATE;
+
+-- name: lock_worker_node
+SELECT identity, tenant, session, labels, queues, types, concurrency, running, version, host,
+    pid, state, registered_at, last_seen, span_id
+FROM nodes WHERE identity = :identity FOR UPDATE;
+
+-- name: worker_nodes_among
+SELECT identity, tenant, session, labels, queues, types, concurrency, running, version, host,
+    pid, state, registered_at, last_seen, span_id
+FROM nodes WHERE tenant = ANY(:tenants) ORDER BY identity;

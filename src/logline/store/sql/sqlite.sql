@@ -43,9 +43,16 @@ e.seq IN (SELECT rowid - (:log_id << 40) FROM entries_fts
 -- Nothing to push: other processes on the same file notice new entries by polling log heads.
 SELECT :payload WHERE 0;
 
+-- name: announce_jobs
+-- Nothing to push: claims waiting in other processes look again every quarter second.
+SELECT :tenant WHERE 0;
+
 -- name: claim_candidates
 -- SQLite writers are serialized (BEGIN IMMEDIATE): nothing else can claim these meanwhile.
-SELECT id FROM jobs
+SELECT id, tenant, type, queue, state, priority, run_at, payload, tags, dedupe_key, max_attempts,
+    attempts, backoff_base_s, backoff_cap_s, timeout_s, node, lease_expires, cancel_requested,
+    result, error, created_at, updated_at, finished_at, span_id, attempt_budget
+FROM jobs
 WHERE tenant = :tenant AND state IN ('queued', 'retrying') AND run_at <= :now
     AND queue IN (SELECT value FROM json_each(:queues))
 AND (:any_type = 1 OR type IN (SELECT value FROM json_each(:types)))
@@ -61,3 +68,19 @@ FROM jobs WHERE id = :id AND tenant = :tenant;
 SELECT DISTINCT tenant FROM jobs
 WHERE state IN ('queued', 'retrying') AND run_at <= :now AND tenant IN (SELECT value FROM json_each(:tenants))
 ORDER BY tenant;
+
+-- name: lock_schedule
+-- SQLite writers are serialized (BEGIN IMMEDIATE): the row needs no lock of its own.
+SELECT id, tenant, name, cron, interval_s, timezone, job, enabled, next_run_at, last_run_at,
+    last_job_id, created_at, created_by, updated_at, span_id
+FROM job_schedules WHERE id = :id AND tenant = :tenant;
+
+-- name: lock_worker_node
+SELECT identity, tenant, session, labels, queues, types, concurrency, running, version, host,
+    pid, state, registered_at, last_seen, span_id
+FROM nodes WHERE identity = :identity;
+
+-- name: worker_nodes_among
+SELECT identity, tenant, session, labels, queues, types, concurrency, running, version, host,
+    pid, state, registered_at, last_seen, span_id
+FROM nodes WHERE tenant IN (SELECT value FROM json_each(:tenants)) ORDER BY identity;
