@@ -29,6 +29,10 @@ import pytest
 from helpers import INSTANCE, TENANT, Clock, make_identity
 from logline.identity.keys import PrivateKey
 from logline.ledger.log import Log
+from logline.rules.gate import RulesGate
+from logline.rules.sets import RuleSets
+from logline.rules.webhooks import WebhookAllowList
+from logline.server.services import roles_of
 from logline.store import SCHEMA_REVISION, open_store
 from logline.store.interface import Store
 
@@ -197,3 +201,26 @@ def clocked_log(store: Store, clock: Clock) -> Iterator[Log]:
 def alice(log: Log) -> tuple[str, PrivateKey]:
     """`logline-id://person/alice`, registered in TENANT's log."""
     return make_identity(log, TENANT, "alice")
+
+
+@dataclass
+class Ruled:
+    """A log with the rules gate installed, as a server process has it (services.start)."""
+
+    log: Log
+    sets: RuleSets
+    gate: RulesGate
+    instance: str  # the instance identity: it signs rule, approval and follow-up records
+    key: PrivateKey
+
+    def publish(self, source: str, tenant: str = TENANT) -> int:
+        return self.sets.publish(tenant, source, by="logline-id://person/admin").version
+
+
+@pytest.fixture
+def ruled(log: Log) -> Ruled:
+    instance, key = make_identity(log, "system", "instance", kind="service")
+    sets = RuleSets(log, author=instance, key=key, webhooks=WebhookAllowList(["http://127.0.0.1"]))
+    gate = RulesGate(sets, roles_of, author=instance, key=key)
+    log.gate = gate
+    return Ruled(log, sets, gate, instance, key)

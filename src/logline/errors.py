@@ -12,6 +12,8 @@
     │   └── UnknownAuthor            a span's author is not a registered identity
     ├── Unauthenticated              no valid credentials (missing, expired or revoked token)
     ├── Forbidden                    authenticated, but the role or tenant does not allow it
+    │   └── RuleRejected             the tenant's rules reject the span (its decision attached)
+    ├── HeldForApproval              not an error: the span waits for approval (`held`)
     ├── RateLimited                  too many requests; `retry_after` seconds until the next
     ├── Conflict                     the write contradicts stored state (duplicate id, stale key)
     ├── VerificationError            a hash, signature, proof or checkpoint does not check out
@@ -95,6 +97,29 @@ class Unauthenticated(LogLineError):
 
 class Forbidden(LogLineError):
     """The principal is authenticated, but its role or tenant does not allow the action."""
+
+
+class RuleRejected(Forbidden):
+    """The tenant's active rule set rejects the span; `decision` is the full decision (reasons,
+    the rules that matched, the rule set version)."""
+
+    def __init__(self, span_id: str, decision: dict[str, Any]) -> None:
+        self.span_id = span_id
+        self.decision = decision
+        reasons = "; ".join(
+            f"{r['rule']}: {r['text']}" if r.get("rule") else str(r["text"])
+            for r in decision.get("reasons", [])
+        )
+        super().__init__(f"span {span_id} rejected by the rules: {reasons or 'no reason given'}")
+
+
+class HeldForApproval(LogLineError):
+    """The span is held for approval, not logged (yet): `held` describes the hold (id, the
+    requirement, when it expires). Raised once the hold's own record is committed."""
+
+    def __init__(self, held: dict[str, Any]) -> None:
+        self.held = held
+        super().__init__(f"span {held['span_id']} is held for approval ({held['hold']})")
 
 
 class RateLimited(LogLineError):

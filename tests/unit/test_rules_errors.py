@@ -461,3 +461,9 @@ def test_bad_input_types() -> None:
 def test_unquoted_yaml_timestamps_stay_text() -> None:
     ruleset = compile_ruleset(one_rule("when: {path: payload.day, equals: 2026-01-02}\n"))
     assert ruleset.to_json()["rules"][0]["when"]["equals"] == "2026-01-02"
+
+
+def test_a_location_is_named_once() -> None:
+    with pytest.raises(RuleError) as raised:
+        compile_ruleset("rules:\n  - id: x\n    when: {kind: a.b}\n    then: [{reject: no}]\n")
+    assert str(raised.value).count("rules[0].then[0].reject") == 1

@@ -31,6 +31,7 @@ class Prepared:
 
     span: Span
     key: str
+    decision: dict[str, Any] | None = None  # the entry's write decision; None: allow
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +104,21 @@ class Admission:
 
     def admit(self, items: Sequence[Prepared]) -> None:
         """Admit all of `items` or none: on a `LogLineError` the overlay is left as it was."""
-        saved = (dict(self.identities), dict(self.spans), len(self.effects))
+        saved = self.save()
         try:
             for item in items:
                 self._admit_one(item)
         except LogLineError:
-            self.identities, self.spans = saved[0], saved[1]
-            del self.effects[saved[2] :]
+            self.restore(saved)
             raise
+
+    def save(self) -> tuple[Any, ...]:
+        """The overlay as it is, for `restore` (when what was admitted since is not logged)."""
+        return dict(self.identities), dict(self.spans), len(self.effects)
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        self.identities, self.spans = dict(saved[0]), dict(saved[1])
+        del self.effects[saved[2] :]
 
     # --- lookups through the overlay ------------------------------------------------------------
 

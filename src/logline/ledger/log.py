@@ -38,6 +38,7 @@ from logline.ledger import merkle
 from logline.ledger.admission import Admission, Prepared, signing_key_hint
 from logline.ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
 from logline.ledger.entry import DEFAULT_DECISION, Entry
+from logline.ledger.gate import Gate
 from logline.ledger.receipt import Receipt
 from logline.ledger.span import DEFAULT_LIMITS, Limits, Span
 from logline.ledger.timefmt import format_ts, parse_ts
@@ -69,6 +70,9 @@ class _Group:
     committed: bool = False
     entries: list[Entry] = field(default_factory=list)
     error: LogLineError | None = None
+    gated: bool = True  # decided by the log's gate, if it has one
+    chain: tuple[str, ...] = ()  # see `Gate.decide`
+    after: LogLineError | None = None  # raised to the caller once the group is committed
 
 
 class Log:
@@ -98,6 +102,7 @@ class Log:
         # Called as listener(tenant, new_size) after every commit that grew a log (the live
         # stream's wake-up); must be quick and must not raise.
         self.listeners: list[Callable[[str, int], None]] = []
+        self.gate: Gate | None = None
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -219,7 +224,13 @@ class Log:
         self._known_keys[author] = key
 
     def transact(
-        self, tenant: str, work: Work, *, wait: Wait = "sequenced"
+        self,
+        tenant: str,
+        work: Work,
+        *,
+        wait: Wait = "sequenced",
+        gated: bool = False,
+        chain: tuple[str, ...] = (),
     ) -> tuple[list[Receipt], Any]:
         """Run `work` in the transaction that logs the spans it returns: its changes and their
         record commit together, or neither does (a `LogLineError` from `work` or from admitting
@@ -228,9 +239,10 @@ class Log:
 
         Returns the receipts and what `work` returned. `work` may run more than once (a
         transaction retried after a database error); it must depend only on the database.
+        The server's records pass the gate only if `gated` (a follow-up's, with its `chain`).
         """
         check_tenant(tenant)
-        group = _Group(tenant, [], work=work)
+        group = _Group(tenant, [], work=work, gated=gated, chain=chain)
         entries = self._run(group)
         receipts = [Receipt(self.origin(tenant), entry) for entry in entries]
         if wait == "checkpointed" and entries:
@@ -258,6 +270,8 @@ class Log:
                 self._commit(batch)
         if group.error is not None:
             raise group.error
+        if group.after is not None:
+            raise group.after
         return group.entries
 
     def _commit(self, batch: list[_Group]) -> None:
@@ -330,14 +344,21 @@ class Log:
         )
         rows: list[NewEntry] = []
         for group in groups:
+            saved = admission.save()
             try:
-                if group.work is None:
-                    admission.admit(group.items)
-                else:
-                    with tx.savepoint():
+                with tx.savepoint():
+                    if group.work is not None:
                         group.items, group.value = group.work(tx, received)
-                        admission.admit(group.items)
+                    admission.admit(group.items)
+                    if self.gate is not None and group.gated and group.items:
+                        gated = self.gate.decide(tx, tenant, group.items, received, group.chain)
+                        if [i.span.id for i in gated.items] != [i.span.id for i in group.items]:
+                            # The gate logs something else (a hold's record): admit just that.
+                            admission.restore(saved)
+                            admission.admit(gated.items)
+                        group.items, group.after = gated.items, gated.after
             except LogLineError as exc:
+                admission.restore(saved)  # nothing of the group is logged
                 group.error = exc
                 continue
             for item in group.items:
@@ -348,7 +369,7 @@ class Log:
                     item.key,
                     item.span.signature,
                     received,
-                    dict(DEFAULT_DECISION),
+                    dict(DEFAULT_DECISION) if item.decision is None else item.decision,
                 )
                 rows.append(NewEntry(item.span, entry, entry.leaf_data()))
                 group.entries.append(entry)

@@ -265,8 +265,9 @@ def compile_action(at: At, webhooks: WebhookAllowList) -> Action:
 
 
 def _template(at: At, *, limit: int = 1000) -> Template:
+    text = at.string(limit=limit)  # its own RuleError names the place already
     try:
-        return Template.parse(at.string(limit=limit))
+        return Template.parse(text)
     except InvalidInput as exc:
         raise at.error(str(exc)) from exc
 
@@ -391,8 +392,9 @@ def _enqueue(at: At, webhooks: WebhookAllowList) -> Action:
     payload = _json_template(args["payload"]) if "payload" in args else JsonTemplate.parse(None)
     queue = priority = None
     if "queue" in args and args["queue"].value is not None:
+        text = args["queue"].string()
         try:
-            queue = check_queue(args["queue"].string())
+            queue = check_queue(text)
         except InvalidInput as exc:
             raise args["queue"].error(str(exc)) from exc
     if "priority" in args and args["priority"].value is not None:

@@ -339,15 +339,17 @@ def _comparison(at: At, op: str, *, count: bool = False) -> Comparison:
 
 
 def read_path(at: At) -> FactPath:
+    text = at.string()  # its own RuleError names the place already
     try:
-        return FactPath.parse(at.string())
+        return FactPath.parse(text)
     except InvalidInput as exc:
         raise at.error(str(exc)) from exc
 
 
 def read_glob(at: At) -> KindGlob:
+    text = at.string()  # its own RuleError names the place already
     try:
-        return KindGlob.parse(at.string())
+        return KindGlob.parse(text)
     except InvalidInput as exc:
         raise at.error(str(exc)) from exc
 

@@ -35,6 +35,7 @@ _TYPES: list[tuple[type[errors.LogLineError], int, str, str]] = [
     (errors.UnknownAuthor, 422, "unknown-author", "Unknown author"),
     (errors.NotFound, 404, "not-found", "Not found"),
     (errors.Unauthenticated, 401, "unauthenticated", "Authentication required"),
+    (errors.RuleRejected, 403, "rejected-by-rule", "Rejected by the tenant's rules"),
     (errors.Forbidden, 403, "forbidden", "Forbidden"),
     (errors.RateLimited, 429, "rate-limited", "Too many requests"),
     (errors.Conflict, 409, "conflict", "Conflict"),
@@ -78,6 +79,8 @@ def problem_for(exc: errors.LogLineError) -> Problem:
     detail = str(exc)
     if isinstance(exc, errors.InvalidSpan) and exc.field is not None:
         extra["field"] = exc.field
+    if isinstance(exc, errors.RuleRejected):
+        extra["decision"] = exc.decision
     if isinstance(exc, errors.RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
         extra["retry_after"] = exc.retry_after
@@ -147,6 +150,9 @@ def install(app: FastAPI) -> None:
 
     async def logline_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.LogLineError)
+        if isinstance(exc, errors.HeldForApproval):
+            # Not a failure: the span waits for approval (docs/PROTOCOL.md §14).
+            return JSONResponse({"state": "held", **exc.held}, 202)
         problem = problem_for(exc)
         if problem.status >= 500:
             log.error("request failed: %s", exc, exc_info=exc)

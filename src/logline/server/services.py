@@ -29,12 +29,17 @@ from logline.ledger.span import Span, new_span
 from logline.ledger.timefmt import now_ts
 from logline.observe.job_metrics import JobMetrics
 from logline.observe.metrics import Metrics
+from logline.rules.gate import RulesGate
+from logline.rules.sets import RuleSets
+from logline.rules.webhooks import WebhookAllowList
 from logline.server.custody import Custody
 from logline.server.feed import Feed
 from logline.server.ratelimit import RateLimiter
+from logline.server.roles import ROLES, rank
 from logline.server.settings import ServerSettings
 from logline.server.tokens import Tokens
 from logline.store.accounts import Accounts, Tenant
+from logline.store.sql import Connection
 
 SYSTEM_TENANT = "system"
 
@@ -63,6 +68,7 @@ class Services:
         self._jobs: JobQueue | None = None
         self._schedules: Schedules | None = None
         self._nodes: Nodes | None = None
+        self._rules: RuleSets | None = None
         # Set (from any thread, through the loop) when jobs become claimable: wakes claims
         # that are waiting in this process.
         self.jobs_ready = asyncio.Event()
@@ -86,6 +92,19 @@ class Services:
         self._jobs = JobQueue(self.log, author=self.system_identity, key=key)
         self._schedules = Schedules(self._jobs)
         self._nodes = Nodes(self.log, author=self.system_identity, key=key)
+        self._rules = RuleSets(
+            self.log,
+            author=self.system_identity,
+            key=key,
+            webhooks=WebhookAllowList(self.settings.rules_webhooks),
+        )
+        self.log.gate = RulesGate(
+            self._rules,
+            roles_of,
+            author=self.system_identity,
+            key=key,
+            max_depth=self.settings.rules_max_depth,
+        )
         self.metrics.registry.register(JobMetrics(self._jobs.stats))
         self.ensure_tenant(SYSTEM_TENANT, "Instance-level records", by=self.system_identity)
 
@@ -108,6 +127,13 @@ class Services:
         if self._nodes is None:
             raise RuntimeError("Services.start() has not run")
         return self._nodes
+
+    @property
+    def rules(self) -> RuleSets:
+        """The tenants' rule sets; the log's gate applies the active ones."""
+        if self._rules is None:
+            raise RuntimeError("Services.start() has not run")
+        return self._rules
 
     @property
     def schedules(self) -> Schedules:
@@ -192,3 +218,12 @@ class Services:
     def require_identity(self, identity: str) -> None:
         if self.store.identity(identity) is None:
             raise UnknownAuthor(f"{identity} is not a registered identity")
+
+
+def roles_of(c: Connection, tenant: str, identity: str) -> tuple[str, ...]:
+    """The roles rules see for `identity` in `tenant`: its membership's and every role below."""
+    row = c.one("select_membership", {"tenant": tenant, "identity": identity})
+    if row is None:
+        return ()
+    role = str(row[2])
+    return ROLES[: rank(role) + 1] if role in ROLES else (role,)

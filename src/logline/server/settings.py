@@ -59,6 +59,10 @@ class ServerSettings(BaseSettings):
     # A worker node not heard from for this long is marked lost (its jobs come back when their
     # leases expire); nodes are told to heartbeat at a third of it, at most every 5 s.
     node_lost_after_s: float = Field(30.0, ge=1, le=3600)
+    # URL prefixes rule `webhook` actions may call (none by default: no webhook is allowed).
+    rules_webhooks: list[str] = Field(default_factory=list, max_length=100)
+    # How many follow-ups may lead from one client's span to the next (emit → rule → emit ...).
+    rules_max_depth: int = Field(5, ge=1, le=50)
 
     @field_validator("rate_limits")
     @classmethod

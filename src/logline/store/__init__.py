@@ -16,7 +16,7 @@ from typing import Any
 from logline.errors import StorageError
 from logline.store.interface import Store
 
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 _PG_MIGRATION_LOCK = 0x4C4F474C  # "LOGL": advisory lock id held while migrating
 
 

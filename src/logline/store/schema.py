@@ -387,3 +387,71 @@ job_stats_buckets = Table(
     Column("count", BigInteger, nullable=False),
     PrimaryKeyConstraint("tenant", "type", "queue", "minute", "metric", "bucket"),
 )
+
+# --- the rules engine (migration 0005) ----------------------------------------------------------
+
+rule_sets = Table(
+    "rule_sets",
+    metadata,
+    Column("tenant", String(48), nullable=False),
+    Column("version", Integer, nullable=False),  # 1, 2, ... per tenant
+    Column("source", Text, nullable=False),  # the document as published (YAML or JSON)
+    Column("document", Text, nullable=False),  # its canonical form (JCS), which `digest` hashes
+    Column("digest", String(71), nullable=False),
+    Column("published_at", TS, nullable=False),
+    Column("published_by", IDENTITY, nullable=False),
+    Column("span_id", SPAN_ID, nullable=False),  # its `rules.published` span
+    PrimaryKeyConstraint("tenant", "version"),
+)
+
+rule_state = Table(
+    "rule_state",
+    metadata,
+    Column("tenant", String(48), primary_key=True),
+    Column("active_version", Integer),  # None: rules disabled
+    Column("updated_at", TS, nullable=False),
+    Column("updated_by", IDENTITY, nullable=False),
+    Column("span_id", SPAN_ID, nullable=False),  # the span that made it so
+)
+
+held_spans = Table(
+    "held_spans",
+    metadata,
+    Column("id", SPAN_ID, primary_key=True),
+    Column("tenant", String(48), nullable=False),
+    Column("span_id", SPAN_ID, nullable=False),
+    Column("author", IDENTITY, nullable=False),
+    Column("kind", String(128), nullable=False),
+    Column("span", Text, nullable=False),  # the author's span in wire form, as submitted
+    Column("key", KEY, nullable=False),  # the key its signature verified under
+    Column("decision", Text, nullable=False),  # the hold decision (JSON)
+    Column("votes", Text, nullable=False),  # [{identity, vote, at, span_id}]
+    Column("state", String(16), nullable=False),  # pending, approved, rejected, expired
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("decided_at", TS),
+    Column("span_ref", SPAN_ID, nullable=False),  # the latest `approval.*` span about it
+    UniqueConstraint("tenant", "span_id", name="uq_held_spans_span"),
+    Index("ix_held_spans_state", "tenant", "state", "created_at"),
+    Index("ix_held_spans_expiry", "state", "expires_at"),
+)
+
+rule_outbox = Table(
+    "rule_outbox",
+    metadata,
+    Column("id", SPAN_ID, primary_key=True),
+    Column("tenant", String(48), nullable=False),
+    Column("trigger", SPAN_ID, nullable=False),  # the span whose decision asked for it
+    Column("rule", String(128), nullable=False),
+    Column("action", Text, nullable=False),  # the follow-up (JSON)
+    Column("depth", Integer, nullable=False),  # 1 + the trigger's own depth
+    Column("state", String(16), nullable=False),  # pending, done, failed, stopped
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", TS, nullable=False),
+    Column("last_error", Text),
+    Column("outcome", Text),  # what it made (JSON: a job id, a span id, an HTTP status)
+    Column("created_at", TS, nullable=False),
+    Column("done_at", TS),
+    Index("ix_rule_outbox_due", "state", "next_at"),
+    Index("ix_rule_outbox_trigger", "tenant", "trigger"),
+)

@@ -428,3 +428,53 @@ ON CONFLICT (tenant, type, queue, minute, metric, bucket) DO UPDATE SET
 
 -- name: attempt_started_at
 SELECT started_at FROM job_attempts WHERE job_id = :job_id AND attempt = :attempt;
+
+-- --- the rules engine (migration 0005) ----------------------------------------------------------
+
+-- name: insert_rule_set
+INSERT INTO rule_sets (tenant, version, source, document, digest, published_at, published_by,
+    span_id)
+VALUES (:tenant, :version, :source, :document, :digest, :published_at, :published_by, :span_id);
+
+-- name: select_rule_set
+SELECT tenant, version, source, document, digest, published_at, published_by, span_id
+FROM rule_sets WHERE tenant = :tenant AND version = :version;
+
+-- name: select_rule_sets
+SELECT tenant, version, source, document, digest, published_at, published_by, span_id
+FROM rule_sets WHERE tenant = :tenant ORDER BY version DESC;
+
+-- name: max_rule_version
+SELECT MAX(version) FROM rule_sets WHERE tenant = :tenant;
+
+-- name: select_rule_state
+SELECT tenant, active_version, updated_at, updated_by, span_id FROM rule_state
+WHERE tenant = :tenant;
+
+-- name: upsert_rule_state
+INSERT INTO rule_state (tenant, active_version, updated_at, updated_by, span_id)
+VALUES (:tenant, :active_version, :updated_at, :updated_by, :span_id)
+ON CONFLICT (tenant) DO UPDATE SET active_version = excluded.active_version,
+    updated_at = excluded.updated_at, updated_by = excluded.updated_by,
+    span_id = excluded.span_id;
+
+-- name: insert_held_span
+INSERT INTO held_spans (id, tenant, span_id, author, kind, span, key, decision, votes, state,
+    created_at, expires_at, decided_at, span_ref)
+VALUES (:id, :tenant, :span_id, :author, :kind, :span, :key, :decision, '[]', 'pending',
+    :created_at, :expires_at, NULL, :span_ref);
+
+-- name: held_span_of
+SELECT id, state FROM held_spans WHERE tenant = :tenant AND span_id = :span_id;
+
+-- name: insert_outbox
+INSERT INTO rule_outbox (id, tenant, trigger, rule, action, depth, state, attempts, next_at,
+    last_error, outcome, created_at, done_at)
+VALUES (:id, :tenant, :trigger, :rule, :action, :depth, :state, 0, :next_at, :last_error, NULL,
+    :created_at, NULL);
+
+-- name: entry_received_at
+SELECT received FROM entries WHERE log_id = :log_id AND seq = :seq;
+
+-- name: log_kinds_of
+SELECT kind FROM log_kinds WHERE log_id = :log_id;

@@ -80,3 +80,9 @@ FROM nodes WHERE identity = :identity FOR UPDATE;
 SELECT identity, tenant, session, labels, queues, types, concurrency, running, version, host,
     pid, state, registered_at, last_seen, span_id
 FROM nodes WHERE tenant = ANY(:tenants) ORDER BY identity;
+
+-- name: count_recent
+-- Window counts for rules: spans from `floor` on, of the given kinds, by `author` unless any.
+SELECT COUNT(*) FROM entries
+WHERE log_id = :log_id AND seq >= :floor AND kind = ANY(:kinds)
+    AND (:any_author = 1 OR author = :author);

@@ -84,3 +84,9 @@ FROM nodes WHERE identity = :identity;
 SELECT identity, tenant, session, labels, queues, types, concurrency, running, version, host,
     pid, state, registered_at, last_seen, span_id
 FROM nodes WHERE tenant IN (SELECT value FROM json_each(:tenants)) ORDER BY identity;
+
+-- name: count_recent
+-- Window counts for rules: spans from `floor` on, of the given kinds, by `author` unless any.
+SELECT COUNT(*) FROM entries
+WHERE log_id = :log_id AND seq >= :floor AND kind IN (SELECT value FROM json_each(:kinds))
+    AND (:any_author = 1 OR author = :author);
