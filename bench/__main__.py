@@ -14,6 +14,7 @@ from bench.jobs_baselines import main as jobs_baselines_main
 from bench.jobs_engine import main as jobs_main
 from bench.proofs import main as proofs_main
 from bench.query import main as query_main
+from bench.rules import main as rules_main
 
 BENCHES: dict[str, Callable[[Sequence[str] | None, TextIO | None], int]] = {
     "ingest": ingest_main,
@@ -24,6 +25,7 @@ BENCHES: dict[str, Callable[[Sequence[str] | None, TextIO | None], int]] = {
     "fanout": fanout_main,
     "jobs-baselines": jobs_baselines_main,
     "jobs": jobs_main,
+    "rules": rules_main,
 }
 
 

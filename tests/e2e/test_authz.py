@@ -133,6 +133,17 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", T + "/schedules/{ref}"): "viewer",
     ("PATCH", T + "/schedules/{ref}"): "operator",
     ("DELETE", T + "/schedules/{ref}"): "operator",
+    ("GET", T + "/rules"): "viewer",
+    ("GET", T + "/rules/{version:int}"): "viewer",
+    ("POST", T + "/rules"): "admin",
+    ("POST", T + "/rules/disable"): "admin",
+    ("POST", T + "/rules/rollback"): "admin",
+    ("POST", T + "/rules/dry-run"): "member",
+    ("POST", T + "/rules/test"): "member",
+    ("GET", T + "/approvals"): "viewer",
+    ("GET", T + "/approvals/{hold_id}"): "viewer",
+    ("POST", T + "/approvals/{hold_id}/approve"): "member",
+    ("POST", T + "/approvals/{hold_id}/reject"): "member",
     ("GET", T + "/stats"): "viewer",
     ("GET", T + "/stats/series"): "viewer",
     ("GET", "/v1/stats"): INSTANCE_ADMIN,
@@ -204,6 +215,7 @@ class TenantData:
     victim: str  # a member the walk grants, removes and revokes the sessions of
     victim_key: str  # an API key the walk revokes
     job: str  # a job on a queue no node claims, to read and to name in denied requests
+    hold: str = ""  # a span held for approval, to read and to name in denied requests
 
 
 @dataclass
@@ -354,6 +366,7 @@ def _build_world(client: TestClient, services: Services, app: FastAPI, password:
         world.data[tenant] = TenantData(
             world.custodial_span(tenant), keyholder, key, ghost, victim, victim_key, held
         )
+        world.data[tenant].hold = _new_hold(world, tenant)
     # Not a member of alpha or beta: a member of gamma only.
     world.callers.append(world.user("outsider", GAMMA, "owner"))
     # Admin in alpha, viewer in beta, with a token bound to both: the role is per tenant.
@@ -856,6 +869,121 @@ def _delete_schedule(w: World, c: Caller, t: str, allowed: bool) -> Req:
     return Req("DELETE", f"/v1/tenants/{t}/schedules/{ref}")
 
 
+# Rule sets published in the walk allow everything: the other routes' appends stay allowed.
+WALK_RULES = (
+    "description: walk\nrules:\n  - id: walked\n    when: {kind: walk.*}\n    then: [allow]\n"
+)
+
+
+def _rule_versions(w: World, t: str, at_least: int = 1) -> tuple[int | None, list[int]]:
+    """(the active version, every version) of `t`, publishing until there are `at_least`."""
+    sets = w.services.rules
+    while len(sets.history(t)) < at_least:
+        sets.publish(t, WALK_RULES, by=str(w.admin.identity))
+    return sets.state(t).active_version, [info.version for info in sets.history(t)]
+
+
+simple("GET", T + "/rules")
+simple("POST", T + "/rules/test", {"source": WALK_RULES})
+
+
+@builds("GET", T + "/rules/{version:int}")
+def _rule_set(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    _, versions = _rule_versions(w, t)
+    return Req("GET", f"/v1/tenants/{t}/rules/{versions[-1]}", after=_answers(t, "tenant"))
+
+
+@builds("POST", T + "/rules")
+def _publish_rules(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    return Req("POST", f"/v1/tenants/{t}/rules", {"source": WALK_RULES},
+               after=_answers(True, "active"))  # fmt: skip
+
+
+@builds("POST", T + "/rules/disable")
+def _disable_rules(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    if allowed and w.services.rules.state(t).active_version is None:
+        w.services.rules.rollback(t, _rule_versions(w, t)[1][0], by=str(w.admin.identity))
+    return Req("POST", f"/v1/tenants/{t}/rules/disable", after=_answers(None, "active_version"))
+
+
+@builds("POST", T + "/rules/rollback")
+def _rollback_rules(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    active, versions = _rule_versions(w, t, 2)
+    target = next(v for v in versions if v != active)
+    return Req("POST", f"/v1/tenants/{t}/rules/rollback", {"version": target},
+               after=_answers(target, "active_version") if allowed else None)  # fmt: skip
+
+
+@builds("POST", T + "/rules/dry-run")
+def _dry_run(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    """A span decided by the active set, or a proposal against the last spans (alternately)."""
+    if next(w.counter) % 2:
+        body: dict[str, Any] = {"span": {"kind": "walk.event", "payload": {"n": 1}}}
+
+        def outcome(status: int, body: bytes) -> str | None:
+            got = json.loads(body)["decision"]["outcome"] if status == 200 else "allow"
+            return None if got == "allow" else f"decided {got}, expected allow"
+
+        return Req("POST", f"/v1/tenants/{t}/rules/dry-run", body, after=outcome)
+    body = {"source": WALK_RULES, "last": 20}
+    return Req("POST", f"/v1/tenants/{t}/rules/dry-run", body, after=_answers("history", "mode"))
+
+
+# Held spans: the walk's approvers are any member (and node keys), one vote approves.
+HOLD_RULES = """description: walk approvals
+rules:
+  - id: walk-held
+    when: {kind: walk.held}
+    then: [{require_approval: {approvers: [member, node], timeout: 30d}}]
+  - id: walk-finance
+    when: {kind: walk.finance}
+    then: [{require_approval: {approvers: [finance], timeout: 30d}}]
+  - id: walk-pair
+    when: {kind: walk.pair}
+    then: [{require_approval: {approvers: [member], quorum: 2, timeout: 30d}}]
+"""
+
+
+def _new_hold(w: World, t: str, kind: str = "walk.held") -> str:
+    """A span of `t`'s keyholder held for approval; the hold's id. The walk publishes other
+    rule sets too: the holding one is published again when another is active."""
+    data = w.data[t]
+    for _ in range(2):
+        span = new_span(data.key, tenant=t, author=data.keyholder, kind=kind, title="held")
+        response = w.send(w.admin, "POST", f"/v1/tenants/{t}/spans", json=span.to_json())
+        if response.status_code == 202:
+            return str(response.json()["hold"])
+        assert response.status_code < 300, response.text
+        w.services.rules.publish(t, HOLD_RULES, by=str(w.admin.identity))
+    raise AssertionError(f"{kind} is not held in {t}")
+
+
+simple("GET", T + "/approvals", state="all")
+
+
+@builds("GET", T + "/approvals/{hold_id}")
+def _approval(w: World, c: Caller, t: str, allowed: bool) -> Req:
+    url = f"/v1/tenants/{t}/approvals/{w.data[t].hold}"
+    return Req("GET", url, after=_answers(t, "tenant"))
+
+
+def _vote(action: str, want: str, body: Any = None) -> Builder:
+    """A vote on a fresh hold when the caller may vote (answering `want`), else on the held one."""
+
+    def build(w: World, c: Caller, t: str, allowed: bool) -> Req:
+        hold = _new_hold(w, t) if allowed else w.data[t].hold
+        url = f"/v1/tenants/{t}/approvals/{hold}/{action}"
+        return Req("POST", url, body, after=_answers(want, "state"))
+
+    return build
+
+
+BUILDERS[("POST", T + "/approvals/{hold_id}/approve")] = _vote("approve", "approved")
+BUILDERS[("POST", T + "/approvals/{hold_id}/reject")] = _vote(
+    "reject", "rejected", {"reason": "walk"}
+)
+
+
 @builds("POST", N + "/claim")
 def _node_claim(w: World, c: Caller, t: str, allowed: bool) -> Req:
     """Claims from a queue with a job of `t` ready: a node gets jobs of the tenants it serves,
@@ -1318,9 +1446,12 @@ def test_ids_of_another_tenant_are_not_found(world: World) -> None:
         "api-key": status("DELETE", f"{a}/api-keys/{beta.victim_key}"),
         "member": status("DELETE", _member_url(ALPHA, beta.victim)),
         "sessions": status("POST", _member_url(ALPHA, beta.victim, "/sessions/revoke")),
+        "hold": status("GET", f"{a}/approvals/{beta.hold}"),
+        "approve": status("POST", f"{a}/approvals/{beta.hold}/approve"),
+        "reject": status("POST", f"{a}/approvals/{beta.hold}/reject", **reason),
     } == dict.fromkeys(
         ["span", "receipt", "replay", "revert", "redact", "identity", "claim-proof", "claim",
-         "api-key", "member", "sessions"], 404,
+         "api-key", "member", "sessions", "hold", "approve", "reject"], 404,
     )  # fmt: skip
     # Spans and identity documents made for beta are refused on alpha's routes, batches whole.
     foreign = new_span(beta.key, tenant=BETA, author=beta.keyholder, kind="x.y", title="x")
@@ -1393,3 +1524,30 @@ def test_nodes_serve_only_their_tenant_unless_instance_wide(world: World) -> Non
     both = {_submit(w, tenant, queue)["id"]: tenant for tenant in (ALPHA, BETA, ALPHA, BETA)}
     claimed = _claim_as(w, system_node, queue, limit=10)
     assert {j["id"]: j["tenant"] for j in claimed} == both
+
+
+# --- approvals: the route lets members in, the hold's requirement decides ------------------------
+
+
+def test_only_a_holds_approvers_vote(world: World) -> None:
+    """A member the requirement does not name is refused (and the refusal logged); a second
+    vote, and a vote on a decided hold, are conflicts."""
+    w, url = world, f"/v1/tenants/{ALPHA}/approvals"
+    clerk = w.user(w.unique("clerk"), ALPHA, "member")
+    other = w.user(w.unique("clerk"), ALPHA, "admin")
+    finance = _new_hold(w, ALPHA, "walk.finance")
+    refused = w.send(clerk, "POST", f"{url}/{finance}/approve")
+    assert refused.status_code == 403, refused.text
+    assert "approvers are finance" in refused.json()["detail"]
+    [denied] = w.services.store.query(Query(ALPHA, kind=DENIED, descending=True, limit=1)).items
+    assert denied.span.payload["identity"] == clerk.identity
+    assert w.services.approvals.get(ALPHA, finance).votes == ()
+    pair = _new_hold(w, ALPHA, "walk.pair")
+    first = w.send(clerk, "POST", f"{url}/{pair}/approve")
+    assert first.status_code == 200 and first.json()["state"] == "pending", first.text
+    assert w.send(clerk, "POST", f"{url}/{pair}/approve").status_code == 409
+    rejected = w.send(other, "POST", f"{url}/{pair}/reject", json={"reason": "no"})
+    assert rejected.status_code == 200 and rejected.json()["state"] == "rejected", rejected.text
+    assert w.send(other, "POST", f"{url}/{pair}/approve").status_code == 409
+    listed = w.send(clerk, "GET", url, params={"state": "rejected"}).json()["approvals"]
+    assert pair in [hold["id"] for hold in listed]

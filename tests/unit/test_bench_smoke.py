@@ -23,6 +23,7 @@ from bench import (
     jobs_engine,
     proofs,
     query,
+    rules,
 )
 from bench.__main__ import BENCHES
 from bench.__main__ import main as bench_main
@@ -96,7 +97,27 @@ def test_proofs_emits_every_measurement_and_reuses_its_cache(tmp_path: Path) -> 
 def test_the_command_line_names_the_benchmarks() -> None:
     assert bench_main([]) == 2
     assert bench_main(["nope"]) == 2
-    assert {"http-ingest", "ack-latency", "query", "fanout"} <= set(BENCHES)
+    assert {"http-ingest", "ack-latency", "query", "fanout", "rules"} <= set(BENCHES)
+
+
+def test_rules_reports_each_set_against_no_active_set(tmp_path: Path) -> None:
+    out = io.StringIO()
+    argv = ["--spans", "160", "--single-spans", "32", "--batch", "40", "--backend", "sqlite",
+            "--repeat", "1", "--tmp-dir", str(tmp_path)]  # fmt: skip
+    assert rules.main(argv, out) == 0
+    records = _lines(out.getvalue())
+    assert {r["bench"] for r in records} == {"rules"}
+    found = {(r["variant"], r["metric"]): r for r in records if r["backend"] == "sqlite"}
+    for variant in ("rules_0", "no_gate", "rules_10", "rules_100"):
+        for phase in rules.PHASES:
+            record = found[variant, f"{phase}_throughput"]
+            assert record["ratio_to"] == rules.BASELINE and record["unit"] == "spans/s"
+            assert len(record["rounds"]) == 1 and record["cpu_us_per_span"] > 0
+    assert found["rules_0", "batch_sequenced_throughput"]["ratio"] == 1.0
+    # A handful of rules match each span, whatever the size of the set.
+    assert 2 <= found["rules_100", "batch_sequenced_throughput"]["matched_per_span"] <= 5
+    assert found["rules_0", "batch_sequenced_throughput"]["matched_per_span"] == 0
+    assert rules.ruleset(100).count("\n  - id: ") == 100
 
 
 # --- the server benchmarks: each starts real server processes, at sizes that take seconds -------

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from logline.cli import (
+    approvals,
     bundles,
     edits,
     ids,
@@ -17,6 +18,7 @@ from logline.cli import (
     logs,
     nodes,
     onboard,
+    rules,
     schedules,
     server,
     spans,
@@ -31,12 +33,13 @@ from logline.identity.keystore import Keystore, passphrase_from_env_or_prompt
 from logline.instance import Instance
 
 # Panels group `--help` by task; the offline ones need no data directory at all.
-SETUP, SERVE, WRITE, LOG, JOBS, OFFLINE = (
+SETUP, SERVE, WRITE, LOG, JOBS, RULES, OFFLINE = (
     "Set up",
     "Server",
     "Write",
     "Log and bundles",
     "Jobs",
+    "Rules",
     "Offline verification",
 )
 
@@ -112,6 +115,8 @@ app.add_typer(jobs.app, name="job", rich_help_panel=JOBS)
 app.add_typer(jobs.dead_letters_app, name="dead-letters", rich_help_panel=JOBS)
 app.add_typer(schedules.app, name="schedule", rich_help_panel=JOBS)
 app.add_typer(nodes.app, name="node", rich_help_panel=JOBS)
+app.add_typer(rules.app, name="rules", rich_help_panel=RULES)
+app.add_typer(approvals.app, name="approvals", rich_help_panel=RULES)
 app.add_typer(spans.app, name="span", rich_help_panel=WRITE)
 app.command("replay", rich_help_panel=WRITE)(edits.replay)
 app.command("revert", rich_help_panel=WRITE)(edits.revert)

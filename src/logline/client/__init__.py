@@ -17,7 +17,9 @@ Layers, each usable alone:
 
 - `protocol`, `core`, `api`, `stream`: operations (generators of actions) holding all logic —
   requests, retries with backoff (`retry`), token refresh, receipt checks, stream resume;
-- `sse`, `models`, `jobs`, `errors`: wire formats, typed results, and the `ApiError` classes;
+- `sse`, `models`, `jobs`, `rules`, `errors`: wire formats, typed results, and the `ApiError`
+  classes (a span the tenant's rules reject is an `ApiRuleRejected`; one they hold for approval,
+  a `SpanHeld`);
 - `sync` and `aio`: the transports, carrying out actions with httpx.
 """
 
@@ -31,10 +33,12 @@ from logline.client.errors import (
     ApiInvalidSpan,
     ApiNotFound,
     ApiRateLimited,
+    ApiRuleRejected,
     ApiServerError,
     ApiUnauthenticated,
     ApiUnknownAuthor,
     ConnectionFailed,
+    SpanHeld,
 )
 from logline.client.jobs import (
     Job,
@@ -62,6 +66,7 @@ from logline.client.models import (
     WhoAmI,
 )
 from logline.client.retry import NO_RETRY, RetryPolicy
+from logline.client.rules import DryRun, RuleSetInfo, RuleState, RulesTest
 from logline.client.signing import Signer
 from logline.client.sse import Cursor, DroppedEvent, HeartbeatEvent, LiveEvent, SpanEvent
 from logline.client.sync import Client, Subscription
@@ -76,6 +81,7 @@ __all__ = [
     "ApiKeyCreated",
     "ApiNotFound",
     "ApiRateLimited",
+    "ApiRuleRejected",
     "ApiServerError",
     "ApiUnauthenticated",
     "ApiUnknownAuthor",
@@ -87,6 +93,7 @@ __all__ = [
     "ConnectionFailed",
     "Cursor",
     "DroppedEvent",
+    "DryRun",
     "EntryRange",
     "HeartbeatEvent",
     "IdentityInfo",
@@ -104,8 +111,12 @@ __all__ = [
     "Proof",
     "RetryNotice",
     "RetryPolicy",
+    "RuleSetInfo",
+    "RuleState",
+    "RulesTest",
     "Signer",
     "SpanEvent",
+    "SpanHeld",
     "StatsPoint",
     "Subscription",
     "Timing",

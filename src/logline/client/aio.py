@@ -43,6 +43,7 @@ from logline.client.models import (
 )
 from logline.client.protocol import Close, Emit, Operation, Read, Reply, Request, Sleep, capture
 from logline.client.retry import RetryPolicy
+from logline.client.rules import DryRun, RuleSetInfo, RuleState, RulesTest
 from logline.client.signing import Signer
 from logline.client.sse import Cursor, StreamEvent
 from logline.client.stream import DEFAULT_READ_TIMEOUT_S, DEFAULT_RECONNECT, StreamState, follow
@@ -393,6 +394,30 @@ class AsyncClient:
         self, *, minutes: int | None = None, type: str | None = None, queue: str | None = None
     ) -> list[StatsPoint]:
         return await self._run(self.api.job_stats_series(minutes, type, queue))
+
+    # --- rules ------------------------------------------------------------------------------------
+
+    async def rules_state(self) -> RuleState:
+        return await self._run(self.api.rules_state())
+
+    async def rule_set(self, version: int) -> RuleSetInfo:
+        return await self._run(self.api.rule_set(version))
+
+    async def publish_rules(self, source: str) -> RuleSetInfo:
+        return await self._run(self.api.publish_rules(source))
+
+    async def disable_rules(self) -> RuleState:
+        return await self._run(self.api.disable_rules())
+
+    async def rollback_rules(self, version: int) -> RuleState:
+        return await self._run(self.api.rollback_rules(version))
+
+    async def dry_run(self, span: Mapping[str, Any] | None = None, *, source: str | None = None,
+                last: int | None = None) -> DryRun:  # fmt: skip
+        return await self._run(self.api.dry_run(span, source=source, last=last))
+
+    async def test_rules(self, source: str) -> RulesTest:
+        return await self._run(self.api.test_rules(source))
 
     # --- the live stream --------------------------------------------------------------------------
 

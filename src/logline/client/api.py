@@ -10,6 +10,10 @@
 Appends of client-signed spans are idempotent: the client chose the span ids. So an append is
 retried after a lost response, and if the retry meets 409 Conflict because the first try did
 land, the span is fetched and, when it is byte for byte the one sent, its receipt returned.
+
+The tenant's rules decide every append (docs/PROTOCOL.md §14): a rejected span is an
+`ApiRuleRejected` carrying the decision, and a span held for approval (HTTP 202) a `SpanHeld`
+carrying the hold; neither was logged. Rule sets themselves: `rules.RulesApi`.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, Unpack
 from urllib.parse import quote
 
-from logline.client.core import Core
-from logline.client.errors import ApiError, ApiNotFound, error_for
+from logline.client.errors import ApiError, ApiNotFound, SpanHeld, error_for
 from logline.client.jobs import (
     Job,
     JobOptions,
@@ -45,6 +48,7 @@ from logline.client.models import (
     field,
 )
 from logline.client.protocol import Operation, Request, Response, ok_json, params
+from logline.client.rules import RulesApi
 from logline.client.signing import Signer
 from logline.errors import ParseError, VerificationError
 from logline.ledger.checkpoint import Checkpoint, NoteVerifier
@@ -73,7 +77,7 @@ class QueryFilters(TypedDict, total=False):
     cursor: str | None
 
 
-class Api(Core):
+class Api(RulesApi):
     """Every endpoint of one tenant as an operation; `Client` and `AsyncClient` run them."""
 
     def _path(self, suffix: str) -> str:
@@ -115,7 +119,7 @@ class Api(Core):
         response = yield from self.call(request)
         if response.status == 409 and response.attempts > 1:
             return (yield from self._already_logged(spans, wait, response))
-        data = ok_json(response)
+        data = appended_json(response)
         items = field(data, "results", list, "batch result") if batch else [data]
         results = [Appended.from_json(item) for item in items]
         if len(results) != len(spans):
@@ -151,7 +155,7 @@ class Api(Core):
         response: the server picks its id, so a retry could log it twice)."""
         body = {"kind": kind, "title": title, "payload": payload, **fields}
         request = Request("POST", self._path("/spans/custodial"), params(wait=wait), body)
-        return Appended.from_json((yield from self.call_json(request)))
+        return Appended.from_json(appended_json((yield from self.call(request))))
 
     def get_span(self, span_id: str) -> Operation[LoggedSpan]:
         return LoggedSpan.from_json((yield from self._get(f"/spans/{quote(span_id)}")))
@@ -177,7 +181,7 @@ class Api(Core):
         body = None if action == "replay" else {"reason": reason}
         path = self._path(f"/spans/{quote(span_id)}/{action}")
         request = Request("POST", path, params(wait=wait), body)
-        return Appended.from_json((yield from self.call_json(request)))
+        return Appended.from_json(appended_json((yield from self.call(request))))
 
     def replay(self, span_id: str, wait: Wait = "sequenced") -> Operation[Appended]:
         return (yield from self._edit(span_id, "replay", wait, None))
@@ -404,6 +408,17 @@ class Api(Core):
         """One point per minute of the last `minutes` (server default 60), oldest first."""
         query = params(minutes=minutes, type=type, queue=queue)
         return series_of((yield from self._get("/stats/series", query)))
+
+
+def appended_json(response: Response) -> Any:
+    """The JSON of an append's answer; `SpanHeld` for a 202 (held for approval, not logged),
+    the `ApiError` of any error (`ApiRuleRejected` when the rules rejected it)."""
+    data = ok_json(response)
+    if response.status == 202:
+        if not isinstance(data, dict) or not isinstance(data.get("hold"), str):
+            raise ParseError("a 202 answer to an append must describe the hold")
+        raise SpanHeld(data)
+    return data
 
 
 def _check_entry(receipt: Receipt, span: Span) -> None:

@@ -18,9 +18,12 @@ derives from the matching class of the one error tree (`logline/errors.py`), so 
     │   ├── ApiNotFound                404 (also a NotFound)
     │   ├── ApiUnauthenticated         401 (also an Unauthenticated)
     │   ├── ApiForbidden               403 (also a Forbidden)
+    │   │   └── ApiRuleRejected        rejected-by-rule (also a RuleRejected, with `decision`)
     │   ├── ApiRateLimited             429 (also a RateLimited, with `retry_after`)
     │   ├── ApiConflict                409 (also a Conflict)
-    │   └── ApiServerError             5xx and anything else
+    │   ├── ApiServerError             5xx and anything else
+    │   └── SpanHeld                   202 on an append: held for approval, not logged (also a
+    │                                  HeldForApproval, with `held`)
     └── ConnectionFailed               no response: refused, reset, timed out (`sent` tells whether
                                        the request may have reached the server)
 
@@ -36,12 +39,14 @@ from logline.canonical import loads
 from logline.errors import (
     Conflict,
     Forbidden,
+    HeldForApproval,
     InvalidInput,
     InvalidSpan,
     LogLineError,
     NotFound,
     ParseError,
     RateLimited,
+    RuleRejected,
     Unauthenticated,
     UnknownAuthor,
 )
@@ -96,6 +101,24 @@ class ApiForbidden(ApiError, Forbidden):
     """Authenticated, but the role or the tenant does not allow the request."""
 
 
+class ApiRuleRejected(ApiForbidden, RuleRejected):
+    """The tenant's rules rejected the span; nothing was logged. `decision` is the whole decision
+    (reasons, the rules that matched, the rule set version: docs/RULES.md §6.5)."""
+
+    def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
+        super().__init__(status, problem)
+        decision = problem.get("decision")
+        self.decision: dict[str, Any] = decision if isinstance(decision, dict) else {}
+        self.span_id = _text(problem.get("span_id")) or ""
+
+    @property
+    def reasons(self) -> list[str]:
+        """The reasons' texts, for people."""
+        found = self.decision.get("reasons")
+        items = found if isinstance(found, list) else []
+        return [str(r.get("text")) for r in items if isinstance(r, dict)]
+
+
 class ApiRateLimited(ApiError, RateLimited):
     """Too many requests; `retry_after` seconds until the server takes more."""
 
@@ -112,6 +135,22 @@ class ApiServerError(ApiError):
     """The server failed (5xx), or answered with a status the SDK does not expect."""
 
 
+class SpanHeld(ApiError, HeldForApproval):
+    """An append answered 202: the tenant's rules hold the span for approval, and it is not
+    logged (yet). `held` is the server's answer: `hold` (its id), `span_id`, `state`,
+    `expires_at`, `requirement` (who may approve, quorum), `reasons` and `record` (the
+    `approval.requested` span logged instead). Not a failure, but the append has no receipt."""
+
+    def __init__(self, held: Mapping[str, Any]) -> None:
+        self.held = dict(held)
+        detail = (
+            f"span {held.get('span_id')} is held for approval (hold {held.get('hold')}, "
+            f"expires {held.get('expires_at')})"
+        )
+        super().__init__(202, {"type": PROBLEM_PREFIX + "held", "title": "Held for approval",
+                               "detail": detail})  # fmt: skip
+
+
 class ConnectionFailed(LogLineError):
     """No response. `sent` is False only when the request surely never reached the server
     (connection refused, connect timeout), so even a non-idempotent request may be retried."""
@@ -125,6 +164,7 @@ class ConnectionFailed(LogLineError):
 _BY_TYPE: dict[str, type[ApiError]] = {
     "invalid-span": ApiInvalidSpan,
     "unknown-author": ApiUnknownAuthor,
+    "rejected-by-rule": ApiRuleRejected,
 }
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: ApiInvalidInput,

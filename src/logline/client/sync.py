@@ -44,6 +44,7 @@ from logline.client.models import (
 )
 from logline.client.protocol import Close, Emit, Operation, Read, Reply, Request, Sleep, capture
 from logline.client.retry import RetryPolicy
+from logline.client.rules import DryRun, RuleSetInfo, RuleState, RulesTest
 from logline.client.signing import Signer
 from logline.client.sse import Cursor, StreamEvent
 from logline.client.stream import DEFAULT_READ_TIMEOUT_S, DEFAULT_RECONNECT, StreamState, follow
@@ -377,6 +378,30 @@ class Client:
         self, *, minutes: int | None = None, type: str | None = None, queue: str | None = None
     ) -> list[StatsPoint]:
         return self._run(self.api.job_stats_series(minutes, type, queue))
+
+    # --- rules ------------------------------------------------------------------------------------
+
+    def rules_state(self) -> RuleState:
+        return self._run(self.api.rules_state())
+
+    def rule_set(self, version: int) -> RuleSetInfo:
+        return self._run(self.api.rule_set(version))
+
+    def publish_rules(self, source: str) -> RuleSetInfo:
+        return self._run(self.api.publish_rules(source))
+
+    def disable_rules(self) -> RuleState:
+        return self._run(self.api.disable_rules())
+
+    def rollback_rules(self, version: int) -> RuleState:
+        return self._run(self.api.rollback_rules(version))
+
+    def dry_run(self, span: Mapping[str, Any] | None = None, *, source: str | None = None,
+                last: int | None = None) -> DryRun:  # fmt: skip
+        return self._run(self.api.dry_run(span, source=source, last=last))
+
+    def test_rules(self, source: str) -> RulesTest:
+        return self._run(self.api.test_rules(source))
 
     # --- the live stream --------------------------------------------------------------------------
 

@@ -406,6 +406,16 @@ class Nodes:
         found = [Node.from_row(row) for row in rows]
         return [node for node in found if not states or node.state in states]
 
+    def by_state(self) -> dict[str, tuple[int, str | None]]:
+        """For metrics: every state (none left out) → (how many nodes are in it, the oldest
+        `last_seen` among them, None when there are none)."""
+        with self.store._read() as c:
+            rows = c.all("worker_node_states", {})
+        found: dict[str, tuple[int, str | None]] = dict.fromkeys(STATES, (0, None))
+        for state, n, oldest in rows:
+            found[str(state)] = (int(n), str(oldest))
+        return found
+
 
 def _replace(node: Node, **changes: Any) -> Node:
     return replace(node, **changes)

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from logline.errors import InvalidInput
 from logline.rules.approvals import ApprovalGroup, ApprovalRequirement, merge
-from logline.rules.followups import FollowUp
+from logline.rules.followups import FollowUp, follow_up_from_json
 
 Outcome = Literal["allow", "reject", "hold", "simulate"]
 OUTCOMES: tuple[Outcome, ...] = ("allow", "reject", "hold", "simulate")
@@ -97,6 +98,34 @@ class Decision:
             "errors": [e.to_json() for e in self.errors],
             "ruleset": {"version": self.ruleset_version, "digest": self.ruleset_digest},
         }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Decision:
+        """Read back `to_json()` output (as a held span keeps it); `InvalidInput` if it is not."""
+        try:
+            outcome = data["outcome"]
+            if outcome not in OUTCOMES:
+                raise ValueError(f"unknown outcome {outcome!r}")
+            approval = data["approval"]
+            return cls(
+                outcome=outcome,
+                reasons=tuple(Reason(_opt(r["rule"]), str(r["text"])) for r in data["reasons"]),
+                matched=tuple(str(rule) for rule in data["matched"]),
+                tags=tuple(str(tag) for tag in data["tags"]),
+                metadata=MappingProxyType(dict(data["metadata"])),
+                notes=tuple(Note(str(n["rule"]), str(n["text"])) for n in data["notes"]),
+                approval=None if approval is None else ApprovalRequirement.from_json(approval),
+                follow_ups=tuple(follow_up_from_json(f) for f in data["follow_ups"]),
+                errors=tuple(EvalError(str(e["rule"]), str(e["message"])) for e in data["errors"]),
+                ruleset_version=str(data["ruleset"]["version"]),
+                ruleset_digest=str(data["ruleset"]["digest"]),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise InvalidInput(f"not a decision: {exc!r}") from exc
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 class DecisionBuilder:

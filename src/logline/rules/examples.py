@@ -114,6 +114,16 @@ class ExampleFailure:
     problems: tuple[str, ...]
     decision: Decision
 
+    def to_json(self) -> dict[str, Any]:
+        """The failure as an API reports it (the problem of a refused publish, a test run)."""
+        return {
+            "location": self.location,
+            "line": self.line,
+            "name": self.name,
+            "problems": list(self.problems),
+            "decision": self.decision.to_json(),
+        }
+
     def __str__(self) -> str:
         where = self.location if self.line is None else f"{self.location} (line {self.line})"
         name = f" {self.name!r}" if self.name else ""

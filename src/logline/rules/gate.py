@@ -40,6 +40,7 @@ from logline.ledger.timefmt import format_ts, parse_ts
 from logline.rules.context import EvalContext
 from logline.rules.decision import Decision
 from logline.rules.globs import KindGlob
+from logline.rules.outbox import queue_follow_ups
 from logline.rules.sets import RuleSets
 from logline.store.interface import Tx
 from logline.store.sql import Connection, SqlTx
@@ -70,6 +71,9 @@ class RulesGate:
         self.max_depth = max_depth
         self._floors: dict[str, tuple[str, int]] = {}  # tenant → (since, seq): window starts
         self._floors_lock = threading.Lock()
+        # Set when follow-ups were queued (cleared by whoever wakes the dispatcher after the
+        # commit): a hint, set before the transaction commits.
+        self.queued = False
 
     def decide(
         self, tx: Tx, tenant: str, items: Sequence[Prepared], received: str, chain: tuple[str, ...]
@@ -81,13 +85,14 @@ class RulesGate:
         if ruleset is None:
             return Gated(list(items))
         counter = StoreCounter(self, c, tenant, received)
-        decisions = [
-            ruleset.evaluate(
-                item.span,
-                EvalContext(roles=self.roles_of(c, tenant, item.span.author), counter=counter),
-            )
-            for item in items
-        ]
+        roles: dict[str, tuple[str, ...]] = {}  # per author, for this group
+        decisions = []
+        for item in items:
+            author = item.span.author
+            if author not in roles:
+                roles[author] = self.roles_of(c, tenant, author)
+            context = EvalContext(roles=roles[author], counter=counter)
+            decisions.append(ruleset.evaluate(item.span, context))
         for item, decision in zip(items, decisions, strict=True):
             if decision.outcome == "reject":
                 raise RuleRejected(item.span.id, decision.to_json())
@@ -121,23 +126,11 @@ class RulesGate:
         received: str,
     ) -> list[dict[str, str]]:
         """Queue the decision's follow-ups in the outbox; those that may not run, and why."""
-        stopped = []
-        for follow_up in decision.follow_ups:
-            action = follow_up.to_json()
-            reason = None
-            if follow_up.rule in chain:
-                reason = f"cycle: {' → '.join((*chain, follow_up.rule))}"
-            elif len(chain) + 1 > self.max_depth:
-                reason = f"chain depth limit {self.max_depth} reached: {' → '.join(chain)}"
-            if reason is not None:
-                stopped.append({"rule": follow_up.rule, "type": action["type"], "reason": reason})
-            c.run(
-                "insert_outbox",
-                {"id": uuid7(), "tenant": tenant, "trigger": item.span.id,
-                 "rule": follow_up.rule, "action": json.dumps({**action, "chain": list(chain)}),
-                 "depth": len(chain) + 1, "state": "pending" if reason is None else "stopped",
-                 "next_at": received, "last_error": reason, "created_at": received},
-            )  # fmt: skip
+        stopped = queue_follow_ups(
+            c, tenant, item.span.id, decision.follow_ups, chain, received, self.max_depth
+        )
+        if len(stopped) < len(decision.follow_ups):
+            self.queued = True
         return stopped
 
     # --- holds ------------------------------------------------------------------------------------
@@ -195,6 +188,10 @@ class RulesGate:
             cached = self._floors.get(tenant)
         if cached is not None and cached[0] <= since:
             low = min(cached[1], size)
+            # Everything before the cached floor came before `since` too: often it still is it.
+            row = c.one("entry_received_at", {"log_id": log_id, "seq": low})
+            if row is None or str(row[0]) >= since:
+                return low
         high = size
         while low < high:
             middle = (low + high) // 2
@@ -216,17 +213,26 @@ class StoreCounter:
         self.c = c
         self.tenant = tenant
         self.received = received
+        # The committed log does not change while a group is decided: each count is asked once.
+        self._counts: dict[tuple[str, str | None, int], int] = {}
+        self._head: tuple[int, int, list[str]] | None = None
 
     def count(self, kind: KindGlob, author: str | None, within_s: int) -> int:
-        head = self.c.one("lock_log", {"tenant": self.tenant})
-        if head is None:
-            return 0
-        log_id, size = int(head[0]), int(head[2])
-        kinds = [
-            str(row[0])
-            for row in self.c.all("log_kinds_of", {"log_id": log_id})
-            if kind.matches(str(row[0]))
-        ]
+        key = (kind.text, author, within_s)
+        if key not in self._counts:
+            self._counts[key] = self._count(kind, author, within_s)
+        return self._counts[key]
+
+    def _count(self, kind: KindGlob, author: str | None, within_s: int) -> int:
+        if self._head is None:
+            head = self.c.one("lock_log", {"tenant": self.tenant})
+            if head is None:
+                return 0
+            log_id = int(head[0])
+            known = [str(row[0]) for row in self.c.all("log_kinds_of", {"log_id": log_id})]
+            self._head = (log_id, int(head[2]), known)
+        log_id, size, known = self._head
+        kinds = [name for name in known if kind.matches(name)]
         if not kinds:
             return 0
         since = format_ts(parse_ts(self.received) - timedelta(seconds=within_s))

@@ -2,8 +2,9 @@
 
     app = create_app(services)             # then serve it with uvicorn (`server.run`)
 
-The lifespan starts what runs beside the requests — the live stream's fan-out and the
-checkpointer — and on shutdown drops stream subscribers (with a reason and a cursor to resume
+The lifespan starts what runs beside the requests — the live stream's fan-out, the
+checkpointer, the lease and node reapers, the scheduler, the rules' follow-up dispatcher and
+approval expiry — and on shutdown drops stream subscribers (with a reason and a cursor to resume
 from) and publishes a last checkpoint. Uvicorn finishes in-flight requests first, so writes
 that were accepted are acknowledged.
 """
@@ -26,18 +27,21 @@ from logline.errors import LogLineError, PayloadTooLarge
 from logline.observe.logs import RequestContextMiddleware
 from logline.observe.metrics import MetricsMiddleware
 from logline.observe.tracing import TracingMiddleware, configure_tracing
+from logline.rules.gate import RulesGate
 from logline.server import problems
 from logline.server.checkpointer import Checkpointer
 from logline.server.clientaddr import client_address
 from logline.server.models import ProblemOut
 from logline.server.routes import (
     accounts,
+    approvals,
     auth,
     health,
     identities,
     jobs,
     log,
     nodes,
+    rules,
     schedules,
     spans,
     stats,
@@ -51,9 +55,13 @@ Errors are `application/problem+json` (RFC 9457) with a stable `type`; see docs/
 
 
 logger = logging.getLogger("logline.server")
-ROUTES = (auth, accounts, spans, identities, log, jobs, schedules, nodes, stats, stream, health)
+ROUTES = (
+    auth, accounts, spans, identities, log, jobs, schedules, nodes, rules, approvals, stats,
+    stream, health,
+)  # fmt: skip
 REAP_EVERY_S = 1.0
 SCHEDULE_EVERY_S = 1.0
+OUTBOX_EVERY_S = 0.5
 
 
 async def _reap_leases(services: Services) -> None:
@@ -85,6 +93,35 @@ async def _reap_nodes(services: Services) -> None:
                 "node %s lost: no heartbeat since %s", node.identity, node.last_seen,
                 extra={"node": node.identity, "tenant": node.tenant},
             )  # fmt: skip
+
+
+async def _dispatch_follow_ups(services: Services, ready: asyncio.Event) -> None:
+    """Run the follow-ups the rules queued: every OUTBOX_EVERY_S, and at once when a commit
+    queued some (`ready`); every process does, each follow-up runs once (rules/outbox.py)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), OUTBOX_EVERY_S)
+        ready.clear()
+        try:
+            ran = await asyncio.to_thread(services.outbox.run_due)
+        except LogLineError as exc:
+            logger.warning("follow-ups: %s", exc)
+            continue
+        except Exception:  # one bad row must not stop every tenant's follow-ups for good
+            logger.exception("follow-ups: dispatcher failed")
+            continue
+        if len(ran) >= services.outbox.batch:
+            ready.set()  # more may be due
+
+
+async def _expire_approvals(services: Services) -> None:
+    """Held spans whose approval ran out of time are expired (`approval.expired`)."""
+    while True:
+        await asyncio.sleep(REAP_EVERY_S)
+        try:
+            await asyncio.to_thread(services.approvals.expire_due)
+        except LogLineError as exc:
+            logger.warning("approval expiry: %s", exc)
 
 
 async def _fire_schedules(services: Services) -> None:
@@ -163,11 +200,25 @@ def create_app(services: Services) -> FastAPI:
 
         services.jobs.listeners.append(wake_claimers)
         services.feed.jobs_listeners.append(wake_claimers)
+        follow_ups_ready = asyncio.Event()
+        gate = services.log.gate
+
+        def follow_ups_committed(tenant: str, size: int) -> None:
+            # The gate flags follow-ups it queued; after their commit, wake the dispatcher.
+            if isinstance(gate, RulesGate) and gate.queued:
+                gate.queued = False
+                loop.call_soon_threadsafe(follow_ups_ready.set)
+
+        services.log.listeners.append(follow_ups_committed)
         tasks = [
             asyncio.create_task(checkpointer.run(), name="logline-checkpointer"),
             asyncio.create_task(_reap_leases(services), name="logline-lease-reaper"),
             asyncio.create_task(_fire_schedules(services), name="logline-scheduler"),
             asyncio.create_task(_reap_nodes(services), name="logline-node-reaper"),
+            asyncio.create_task(
+                _dispatch_follow_ups(services, follow_ups_ready), name="logline-follow-ups"
+            ),
+            asyncio.create_task(_expire_approvals(services), name="logline-approval-expiry"),
         ]
         try:
             yield
@@ -179,6 +230,7 @@ def create_app(services: Services) -> FastAPI:
                     await task
             await asyncio.to_thread(checkpointer.flush)
             services.log.listeners.remove(checkpointer.committed)
+            services.log.listeners.remove(follow_ups_committed)
             services.limiter.close()
             tracing.shutdown()
 

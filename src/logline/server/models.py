@@ -294,6 +294,13 @@ class ProblemOut(BaseModel):
     field: str | None = None
     errors: list[dict[str, JsonValue]] | None = None
     retry_after: int | None = None
+    # invalid-rules: where in the rule set document (docs/RULES.md §8)
+    location: str | None = None
+    line: int | None = None
+    column: int | None = None
+    failures: list[dict[str, JsonValue]] | None = None  # examples-failed
+    span_id: str | None = None  # rejected-by-rule: the span, and the decision that rejected it
+    decision: dict[str, JsonValue] | None = None
 
 
 class Health(BaseModel):

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from logline import errors
+from logline.rules.sets import ExamplesFailed
 
 MEDIA_TYPE = "application/problem+json"
 PREFIX = "urn:logline:problem:"
@@ -31,6 +32,8 @@ _TYPES: list[tuple[type[errors.LogLineError], int, str, str]] = [
     (errors.ParseError, 400, "parse-error", "Unparseable input"),
     (errors.RedactionRefused, 422, "redaction-refused", "Redaction refused"),
     (errors.PayloadTooLarge, 413, "payload-too-large", "Request body too large"),
+    (errors.RuleError, 400, "invalid-rules", "Invalid rule set"),
+    (ExamplesFailed, 400, "examples-failed", "The rule set's examples fail"),
     (errors.InvalidInput, 400, "invalid-input", "Invalid input"),
     (errors.UnknownAuthor, 422, "unknown-author", "Unknown author"),
     (errors.NotFound, 404, "not-found", "Not found"),
@@ -79,8 +82,12 @@ def problem_for(exc: errors.LogLineError) -> Problem:
     detail = str(exc)
     if isinstance(exc, errors.InvalidSpan) and exc.field is not None:
         extra["field"] = exc.field
+    if isinstance(exc, errors.RuleError):
+        extra |= {"location": exc.location, "line": exc.line, "column": exc.column}
+    if isinstance(exc, ExamplesFailed):
+        extra["failures"] = [failure.to_json() for failure in exc.failures]
     if isinstance(exc, errors.RuleRejected):
-        extra["decision"] = exc.decision
+        extra |= {"span_id": exc.span_id, "decision": exc.decision}
     if isinstance(exc, errors.RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
         extra["retry_after"] = exc.retry_after
@@ -151,8 +158,9 @@ def install(app: FastAPI) -> None:
     async def logline_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.LogLineError)
         if isinstance(exc, errors.HeldForApproval):
-            # Not a failure: the span waits for approval (docs/PROTOCOL.md §14).
-            return JSONResponse({"state": "held", **exc.held}, 202)
+            # Not a failure: the span waits for approval (docs/PROTOCOL.md §14). The hold's own
+            # state (a new hold is pending) must not shadow what the answer says: held.
+            return JSONResponse({**exc.held, "state": "held"}, 202)
         problem = problem_for(exc)
         if problem.status >= 500:
             log.error("request failed: %s", exc, exc_info=exc)

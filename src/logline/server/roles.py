@@ -45,6 +45,12 @@ def rank(role: str) -> int:
     return ROLES.index(role) if role in ROLES else -1
 
 
+def implied(role: str) -> tuple[str, ...]:
+    """The role with every tenant role below it: what rules and approvals see a holder as
+    having (`member` → viewer, member). `node` and unknown roles stand alone."""
+    return ROLES[: rank(role) + 1] if role in ROLES else (role,)
+
+
 def allowed(role: str | None, permission: Permission) -> bool:
     if role is None:
         return False

@@ -29,7 +29,10 @@ from logline.ledger.span import Span, new_span
 from logline.ledger.timefmt import now_ts
 from logline.observe.job_metrics import JobMetrics
 from logline.observe.metrics import Metrics
+from logline.observe.node_metrics import NodeMetrics
 from logline.rules.gate import RulesGate
+from logline.rules.holds import Holds
+from logline.rules.outbox import Dispatcher
 from logline.rules.sets import RuleSets
 from logline.rules.webhooks import WebhookAllowList
 from logline.server.custody import Custody
@@ -69,6 +72,8 @@ class Services:
         self._schedules: Schedules | None = None
         self._nodes: Nodes | None = None
         self._rules: RuleSets | None = None
+        self._outbox: Dispatcher | None = None
+        self._approvals: Holds | None = None
         # Set (from any thread, through the loop) when jobs become claimable: wakes claims
         # that are waiting in this process.
         self.jobs_ready = asyncio.Event()
@@ -105,11 +110,27 @@ class Services:
             key=key,
             max_depth=self.settings.rules_max_depth,
         )
+        self._outbox = Dispatcher(
+            self.log,
+            self._jobs,
+            author=self.system_identity,
+            key=key,
+            webhooks=WebhookAllowList(self.settings.rules_webhooks),
+        )
+        self._approvals = Holds(
+            self.log,
+            author=self.system_identity,
+            key=key,
+            max_depth=self.settings.rules_max_depth,
+        )
         self.metrics.registry.register(JobMetrics(self._jobs.stats))
+        self.metrics.registry.register(NodeMetrics(self._nodes))
         self.ensure_tenant(SYSTEM_TENANT, "Instance-level records", by=self.system_identity)
 
     def close(self) -> None:
         self.log.listeners.remove(self.feed.committed)
+        if self._outbox is not None:
+            self._outbox.close()
         self.instance.close()
 
     # --- writing as the instance or as a custodial identity ---------------------------------------
@@ -134,6 +155,20 @@ class Services:
         if self._rules is None:
             raise RuntimeError("Services.start() has not run")
         return self._rules
+
+    @property
+    def outbox(self) -> Dispatcher:
+        """Runs the follow-ups (emit, enqueue, webhook) the rules queued."""
+        if self._outbox is None:
+            raise RuntimeError("Services.start() has not run")
+        return self._outbox
+
+    @property
+    def approvals(self) -> Holds:
+        """Spans the rules held for approval, and the votes on them."""
+        if self._approvals is None:
+            raise RuntimeError("Services.start() has not run")
+        return self._approvals
 
     @property
     def schedules(self) -> Schedules:

@@ -425,12 +425,13 @@ held_spans = Table(
     Column("span", Text, nullable=False),  # the author's span in wire form, as submitted
     Column("key", KEY, nullable=False),  # the key its signature verified under
     Column("decision", Text, nullable=False),  # the hold decision (JSON)
-    Column("votes", Text, nullable=False),  # [{identity, vote, at, span_id}]
-    Column("state", String(16), nullable=False),  # pending, approved, rejected, expired
+    Column("votes", Text, nullable=False),  # [{by, vote, roles, at, span_id, reason?}]
+    Column("state", String(16), nullable=False),  # pending, approved, rejected, expired, failed
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
     Column("decided_at", TS),
     Column("span_ref", SPAN_ID, nullable=False),  # the latest `approval.*` span about it
+    Column("reason", Text),  # why it was rejected, or failed
     UniqueConstraint("tenant", "span_id", name="uq_held_spans_span"),
     Index("ix_held_spans_state", "tenant", "state", "created_at"),
     Index("ix_held_spans_expiry", "state", "expires_at"),

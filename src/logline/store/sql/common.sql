@@ -402,6 +402,10 @@ SELECT identity, tenant, session, labels, queues, types, concurrency, running, v
     pid, state, registered_at, last_seen, span_id
 FROM nodes ORDER BY identity;
 
+-- name: worker_node_states
+-- For metrics: nodes per state, and when the longest-silent one of each was last heard from.
+SELECT state, COUNT(*), MIN(last_seen) FROM nodes GROUP BY state;
+
 -- --- the jobs read model (migration 0004, engine/stats.py) --------------------------------------
 -- Written with the transitions they count; concurrent transactions add up, never overwrite.
 
@@ -478,3 +482,49 @@ SELECT received FROM entries WHERE log_id = :log_id AND seq = :seq;
 
 -- name: log_kinds_of
 SELECT kind FROM log_kinds WHERE log_id = :log_id;
+
+-- --- the follow-up outbox and approvals (rules/outbox.py, rules/holds.py) ------------------------
+
+-- name: select_outbox
+SELECT id, tenant, trigger, rule, action, depth, state, attempts, next_at, last_error, outcome,
+    created_at, done_at
+FROM rule_outbox WHERE id = :id;
+
+-- name: any_due_outbox
+SELECT 1 FROM rule_outbox WHERE state = 'pending' AND next_at <= :now LIMIT 1;
+
+-- name: lease_outbox
+-- A dispatcher takes a due row: nobody else takes it until `next_at`, when it is due again.
+UPDATE rule_outbox SET attempts = attempts + 1, next_at = :next_at
+WHERE id = :id AND state = 'pending';
+
+-- name: finish_outbox
+UPDATE rule_outbox SET state = :state, outcome = :outcome, last_error = :last_error,
+    done_at = :done_at
+WHERE id = :id AND state = 'pending';
+
+-- name: retry_outbox
+UPDATE rule_outbox SET next_at = :next_at, last_error = :last_error
+WHERE id = :id AND state = 'pending';
+
+-- name: select_held
+SELECT id, tenant, span_id, author, kind, span, key, decision, votes, state, created_at,
+    expires_at, decided_at, span_ref, reason
+FROM held_spans WHERE id = :id AND tenant = :tenant;
+
+-- name: select_holds
+-- Newest first; `state` '' for any; `before` the last id of the previous page ('' for none).
+SELECT id, tenant, span_id, author, kind, span, key, decision, votes, state, created_at,
+    expires_at, decided_at, span_ref, reason
+FROM held_spans
+WHERE tenant = :tenant AND (:state = '' OR state = :state) AND (:before = '' OR id < :before)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: update_held
+UPDATE held_spans SET votes = :votes, state = :state, decided_at = :decided_at,
+    span_ref = :span_ref, reason = :reason
+WHERE id = :id AND tenant = :tenant;
+
+-- name: due_holds
+SELECT tenant, id FROM held_spans WHERE state = 'pending' AND expires_at <= :now
+ORDER BY expires_at LIMIT :limit;

@@ -86,3 +86,11 @@ FROM nodes WHERE tenant = ANY(:tenants) ORDER BY identity;
 SELECT COUNT(*) FROM entries
 WHERE log_id = :log_id AND seq >= :floor AND kind = ANY(:kinds)
     AND (:any_author = 1 OR author = :author);
+
+-- name: due_outbox
+-- Follow-ups to run; rows another dispatcher is taking are skipped, not waited for.
+SELECT id, tenant, trigger, rule, action, depth, state, attempts, next_at, last_error, outcome,
+    created_at, done_at
+FROM rule_outbox WHERE state = 'pending' AND next_at <= :now
+ORDER BY next_at, id LIMIT :limit
+FOR UPDATE SKIP LOCKED;

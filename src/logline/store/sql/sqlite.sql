@@ -90,3 +90,10 @@ FROM nodes WHERE tenant IN (SELECT value FROM json_each(:tenants)) ORDER BY iden
 SELECT COUNT(*) FROM entries
 WHERE log_id = :log_id AND seq >= :floor AND kind IN (SELECT value FROM json_each(:kinds))
     AND (:any_author = 1 OR author = :author);
+
+-- name: due_outbox
+-- Follow-ups to run (BEGIN IMMEDIATE already keeps other dispatchers out).
+SELECT id, tenant, trigger, rule, action, depth, state, attempts, next_at, last_error, outcome,
+    created_at, done_at
+FROM rule_outbox WHERE state = 'pending' AND next_at <= :now
+ORDER BY next_at, id LIMIT :limit;

@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("expires_at", TS, nullable=False),
         sa.Column("decided_at", TS),
         sa.Column("span_ref", UUID, nullable=False),
+        sa.Column("reason", sa.Text),
         sa.UniqueConstraint("tenant", "span_id", name="uq_held_spans_span"),
     )
     op.create_index("ix_held_spans_state", "held_spans", ["tenant", "state", "created_at"])
