@@ -47,10 +47,6 @@ QueueFilter = Annotated[str | None, typer.Option("--queue", help="Only jobs of t
 LimitOption = Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many.")]
 
 
-def _remote(server: str, token: str | None, api_key: str | None) -> Remote:
-    return Remote(server, token=token, api_key=api_key)
-
-
 def _payload(text: str) -> Any:
     """JSON text, or `@file` (`@-` for stdin)."""
     raw = read_bytes(text[1:], "payload") if text.startswith("@") else text.encode()
@@ -154,7 +150,7 @@ def submit(
     optional = {"backoff_base_s": backoff_base_s, "backoff_cap_s": backoff_cap_s,
                 "dedupe_key": dedupe_key, "run_at": run_at and _run_at(run_at)}  # fmt: skip
     body.update({name: value for name, value in optional.items() if value is not None})
-    with _remote(server, token, api_key) as remote:
+    with Remote(server, token=token, api_key=api_key) as remote:
         job = remote.call("POST", f"/v1/tenants/{tenant}/jobs", body)
     if as_json:
         emit_json(job)
@@ -174,7 +170,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """A job with its result or last error and every attempt."""
-    with _remote(server, token, api_key) as remote:
+    with Remote(server, token=token, api_key=api_key) as remote:
         job = remote.call("GET", f"/v1/tenants/{tenant}/jobs/{job_id}")
     if as_json:
         emit_json(job)
@@ -199,7 +195,7 @@ def list_jobs(
     """Jobs, newest first."""
     params: dict[str, Any] = {"limit": limit, "state": states or []}
     params.update({k: v for k, v in (("type", job_type), ("queue", queue)) if v is not None})
-    with _remote(server, token, api_key) as remote:
+    with Remote(server, token=token, api_key=api_key) as remote:
         page = remote.call("GET", f"/v1/tenants/{tenant}/jobs", params=params)
     if as_json:
         emit_json(page)
@@ -230,7 +226,7 @@ def stats(
     failure rate and wait and run time percentiles (milliseconds)."""
     params: dict[str, Any] = {"window": windows or ["5m"]}
     params.update({k: v for k, v in (("type", job_type), ("queue", queue)) if v is not None})
-    with _remote(server, token, api_key) as remote:
+    with Remote(server, token=token, api_key=api_key) as remote:
         summary = remote.call("GET", f"/v1/tenants/{tenant}/stats", params=params)
     if as_json:
         emit_json(summary)
@@ -262,7 +258,7 @@ def stats(
 
 def _act(action: str, job_id: str, server: str, token: str | None, api_key: str | None,
          tenant: str, as_json: bool) -> None:  # fmt: skip
-    with _remote(server, token, api_key) as remote:
+    with Remote(server, token=token, api_key=api_key) as remote:
         job = remote.call("POST", f"/v1/tenants/{tenant}/jobs/{job_id}/{action}")
     if as_json:
         emit_json(job)
@@ -310,7 +306,7 @@ def list_dead(
     """Dead letters, newest first."""
     params: dict[str, Any] = {"limit": limit}
     params.update({k: v for k, v in (("type", job_type), ("queue", queue)) if v is not None})
-    with _remote(server, token, api_key) as remote:
+    with Remote(server, token=token, api_key=api_key) as remote:
         page = remote.call("GET", f"/v1/tenants/{tenant}/dead-letters", params=params)
     if as_json:
         emit_json(page)
@@ -334,7 +330,7 @@ def requeue(
     """Queue again the dead letters matching every filter given (none: all of them)."""
     body: dict[str, Any] = {"ids": ids or []}
     body.update({k: v for k, v in (("type", job_type), ("queue", queue)) if v is not None})
-    with _remote(server, token, api_key) as remote:
+    with Remote(server, token=token, api_key=api_key) as remote:
         page = remote.call("POST", f"/v1/tenants/{tenant}/dead-letters/requeue", body)
     if as_json:
         emit_json(page)

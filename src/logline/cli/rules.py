@@ -58,10 +58,6 @@ def _text(target: str, what: str) -> str:
         raise InvalidInput(f"{what} {target} is not UTF-8 text") from None
 
 
-def _remote(server: str, token: str | None, api_key: str | None) -> Remote:
-    return Remote(server, token=token, api_key=api_key)
-
-
 def _url(tenant: str, suffix: str = "") -> str:
     return f"/v1/tenants/{tenant}/rules{suffix}"
 
@@ -124,7 +120,7 @@ def test(
     """Compile a rule set and check its examples; exit 1 if it does not compile or one fails."""
     source = _text(file, "rule set")
     if remote:
-        with _remote(server, token, api_key) as client:
+        with Remote(server, token=token, api_key=api_key) as client:
             result = client.call("POST", _url(tenant, "/test"), {"source": source})
     else:
         ruleset = compile_ruleset(source, webhooks=WebhookAllowList.unsafe_allow_any())
@@ -155,7 +151,7 @@ def publish(
 ) -> None:
     """Publish a rule set as the next version and make it active (admin)."""
     source = _text(file, "rule set")
-    with _remote(server, token, api_key) as client:
+    with Remote(server, token=token, api_key=api_key) as client:
         try:
             info = client.call("POST", _url(tenant), {"source": source})
         except ApiInvalidInput as exc:
@@ -179,7 +175,7 @@ def list_rules(
     as_json: JsonOption = False,
 ) -> None:
     """The rules of the active set (or of `--version`), in evaluation order."""
-    with _remote(server, token, api_key) as client:
+    with Remote(server, token=token, api_key=api_key) as client:
         if version is None:
             version = client.call("GET", _url(tenant))["active_version"]
             if version is None:
@@ -214,7 +210,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """A version's details and its source as published."""
-    with _remote(server, token, api_key) as client:
+    with Remote(server, token=token, api_key=api_key) as client:
         if version is None:
             version = client.call("GET", _url(tenant))["active_version"]
             if version is None:
@@ -238,7 +234,7 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """Every published version, and the changes (published, disabled, rolled back) as logged."""
-    with _remote(server, token, api_key) as client:
+    with Remote(server, token=token, api_key=api_key) as client:
         state = client.call("GET", _url(tenant))
         params = {"kind": "rules.*", "order": "desc", "limit": HISTORY_SPANS}
         changes = client.call("GET", f"/v1/tenants/{tenant}/spans", params=params)["items"]
@@ -278,7 +274,7 @@ def rollback(
     as_json: JsonOption = False,
 ) -> None:
     """Make a published version the active one again (admin)."""
-    with _remote(server, token, api_key) as client:
+    with Remote(server, token=token, api_key=api_key) as client:
         state = client.call("POST", _url(tenant, "/rollback"), {"version": version})
     if as_json:
         emit_json(state)
@@ -296,7 +292,7 @@ def disable(
     as_json: JsonOption = False,
 ) -> None:
     """Stop applying rules (admin): every span is allowed until a publish or a rollback."""
-    with _remote(server, token, api_key) as client:
+    with Remote(server, token=token, api_key=api_key) as client:
         state = client.call("POST", _url(tenant, "/disable"))
     if as_json:
         emit_json(state)
@@ -382,7 +378,7 @@ def dry_run(
         body["source"] = _text(proposal, "rule set")
     if last is not None:
         body["last"] = last
-    with _remote(server, token, api_key) as client:
+    with Remote(server, token=token, api_key=api_key) as client:
         result = client.call("POST", _url(tenant, "/dry-run"), body)
     if as_json:
         emit_json(result)
